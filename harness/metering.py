@@ -1,0 +1,117 @@
+"""Cost measurement, the same for every method: wall clocks, peak memory, FLOPs, state bytes.
+
+Rules (research/harness-anchors.md section 6): CUDA is synchronised before clocks are read; peak
+memory is reset per sample and reported above the pre-sample baseline (CUDA peak allocated, or host
+RSS sampled every 5 ms on CPU); FLOPs come from `torch.utils.flop_counter` when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work so a clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Costs:
+    """Costs of one sample."""
+
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    peak_mem_bytes: int = 0
+    flops: float | None = None
+
+
+class Metered:
+    """Proxy of a `LongContextModel` that times `prefill`/`score` (prefill) and `decode` calls."""
+
+    def __init__(self, model, device: torch.device):
+        self._model = model
+        self._device = device
+        self.costs = Costs()
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def _timed(self, bucket: str, fn, *args, **kwargs):
+        synchronize(self._device)
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        synchronize(self._device)
+        setattr(self.costs, bucket, getattr(self.costs, bucket) + time.perf_counter() - start)
+        return result
+
+    def prefill(self, *args, **kwargs):
+        """Timed as prefill."""
+        return self._timed("prefill_s", self._model.prefill, *args, **kwargs)
+
+    def score(self, *args, **kwargs):
+        """Timed as prefill (scoring a document is one long prefill)."""
+        return self._timed("prefill_s", self._model.score, *args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        """Timed as decode."""
+        return self._timed("decode_s", self._model.decode, *args, **kwargs)
+
+
+@dataclass
+class _RssSampler:
+    interval_s: float = 0.005
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        process = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process.memory_info().rss)
+            self._stop.wait(self.interval_s)
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, costs: Costs):
+    """Record the peak memory above the baseline at entry into `costs.peak_mem_bytes`."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        try:
+            yield
+        finally:
+            synchronize(device)
+            costs.peak_mem_bytes = torch.cuda.max_memory_allocated(device) - baseline
+        return
+    baseline = psutil.Process().memory_info().rss
+    sampler = _RssSampler(peak=baseline)
+    thread = threading.Thread(target=sampler.run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sampler._stop.set()
+        thread.join()
+        sampler.peak = max(sampler.peak, psutil.Process().memory_info().rss)
+        costs.peak_mem_bytes = sampler.peak - baseline
+
+
+@contextlib.contextmanager
+def flop_count(enabled: bool, costs: Costs):
+    """Count FLOPs of the block into `costs.flops` (deterministic, machine-independent) when enabled."""
+    if not enabled:
+        yield
+        return
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        yield
+    costs.flops = float(counter.get_total_flops())

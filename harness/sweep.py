@@ -1,0 +1,152 @@
+"""Sweep files: a validated spec (pydantic) and its expansion into cells (method x task x length)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from harness.errors import UserError
+from harness.models import DEFAULT_MODEL
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodSpec(_Strict):
+    """A method with its options; `label` names it in results (default: the name, plus options if repeated)."""
+
+    name: str
+    label: str | None = None
+    options: dict[str, Any] = {}
+
+
+class TaskSpec(_Strict):
+    """A task with its options, the lengths (in tokens) to run, and an optional per-task sample count."""
+
+    name: str
+    options: dict[str, Any] = {}
+    lengths: list[PositiveInt] = Field(min_length=1)
+    samples: PositiveInt | None = None
+
+
+class SweepSpec(_Strict):
+    """What `lch run` reads from YAML. Every method runs every task at every length."""
+
+    model: str = DEFAULT_MODEL
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    samples: PositiveInt = 5
+    output: str = "results/lch.sqlite"
+    flops: bool = False
+    methods: list[MethodSpec] = Field(min_length=1)
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a configured method on a configured task at one length."""
+
+    label: str
+    method: str
+    method_config: Any
+    task: str
+    task_config: Any
+    task_version: int
+    headline: str
+    length: int
+    samples: int
+    seed: int
+    model: str
+    dtype: str
+    device: str
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the results; hashed into `cell_id` (the sample count is not: more samples extend a cell)."""
+        return {
+            "model": self.model, "dtype": self.dtype, "device": self.device,
+            "method": self.method, "method_config": self.method_config.model_dump(mode="json"),
+            "task": self.task, "task_version": self.task_version,
+            "task_config": self.task_config.model_dump(mode="json"),
+            "length": self.length, "seed": self.seed,
+        }  # fmt: skip
+
+    @property
+    def cell_id(self) -> str:
+        """Stable hash of `identity`."""
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def one_line(error: ValidationError, where: str, fields: list[str]) -> str:
+    """A pydantic error as one line naming the field; unknown fields list the valid ones."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown option '{field}'. Valid: {', '.join(fields)}"
+    return f"{where}: {field}: {first['msg']}"
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
+    """Build `model(**data)`, turning validation errors into a one-line `UserError`."""
+    try:
+        return model(**data)
+    except ValidationError as error:
+        raise UserError(one_line(error, where, list(model.model_fields))) from None
+
+
+def load_sweep(path: str | Path, output: str | None = None) -> SweepSpec:
+    """Read and validate a sweep YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UserError(f"sweep file '{path}' is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"sweep file '{path}' must be a mapping with 'methods' and 'tasks'")
+    if output:
+        data["output"] = output
+    return validate(SweepSpec, data, str(path))
+
+
+def expand(spec: SweepSpec) -> list[Cell]:
+    """Cells in run order (task, then length, then method), every name and option validated first."""
+    from methods.base import METHODS
+    from tasks.base import TASKS
+
+    methods = []
+    repeated = {m.name for m in spec.methods if sum(o.name == m.name for o in spec.methods) > 1}
+    for method in spec.methods:
+        cls = METHODS.get(method.name)
+        config = validate(cls.Config, method.options, f"method '{method.name}'")
+        label = method.label or method.name
+        if method.label is None and method.name in repeated:
+            label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"
+        methods.append((label, method.name, config))
+    labels = [label for label, _, _ in methods]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"method labels must be unique, got {labels}")
+    cells = []
+    for task in spec.tasks:
+        task_cls = TASKS.get(task.name)
+        task_config = validate(task_cls.Config, task.options, f"task '{task.name}'")
+        for length in task.lengths:
+            for label, name, config in methods:
+                cells.append(
+                    Cell(
+                        label=label, method=name, method_config=config, task=task.name, task_config=task_config,
+                        task_version=task_cls.version, headline=task_cls.headline, length=length,
+                        samples=task.samples or spec.samples, seed=spec.seed, model=spec.model, dtype=spec.dtype,
+                        device=spec.device,
+                    )
+                )  # fmt: skip
+    return cells

@@ -1,0 +1,1 @@
+"""Long-context methods: each wraps a frozen base model behind the `LongContextModel` contract."""

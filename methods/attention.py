@@ -1,0 +1,65 @@
+"""Shared attention kernels: RoPE application, GQA expansion, causal SDPA with bottom-right alignment."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply RoPE in float32 and cast back (bf16 trig loses positions past a few thousand).
+
+    Args:
+        x: `[B, H, T, d]` queries or keys.
+        cos, sin: `[T, d]` or `[B, T, d]` float32 tables from `Backbone.rope`.
+    """
+    if cos.dim() == 2:
+        cos, sin = cos[None, None], sin[None, None]
+    else:
+        cos, sin = cos[:, None], sin[:, None]
+    x32 = x.float()
+    half = x32.shape[-1] // 2
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """`[B, Hkv, S, d]` -> `[B, Hkv * n_rep, S, d]` so each query head has its KV head (GQA)."""
+    if n_rep == 1:
+        return x
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention of the last `T` positions over all `S >= T` keys (bottom-right aligned).
+
+    `is_causal=True` in SDPA aligns the mask top-left when `T < S`, which is wrong for chunked prefill
+    and decoding over a cache; so an explicit mask is built then.
+
+    Args:
+        q: `[B, H, T, d]` rotated queries.
+        k, v: `[B, Hkv, S, d]` rotated keys and values, the last `T` of which belong to the queries.
+    """
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    t, s = q.shape[2], k.shape[2]
+    if t == s:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    if t == 1:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def masked_attention(
+    scores_parts: list[torch.Tensor], values: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Softmax over key blocks scored separately (e.g. with different query rotations), then the value mix.
+
+    Args:
+        scores_parts: `[B, H, T, S_i]` pre-softmax scores, concatenated along keys in `values` order.
+        values: `[B, H, S, d]` with `S = sum(S_i)`.
+        mask: `[T, S]` bool, True where a query may attend.
+    """
+    scores = torch.cat(scores_parts, dim=-1).float().masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1).to(values.dtype) @ values

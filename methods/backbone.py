@@ -1,0 +1,155 @@
+"""Our own Llama-family decoder forward over a Hugging Face model's weights.
+
+Methods own the forward loop through this module instead of patching transformers: every official
+long-context implementation that patched attention broke on a later transformers release (InfLLM
+issues #57/#58, streaming-llm #14/#72). The backbone reuses the HF modules (embeddings, projections,
+norms, MLPs, the rotary table with its `rope_scaling`) and hands attention of every layer to a
+method-supplied `Attention` object, which owns positions and caches. Supported: Llama, Mistral,
+Qwen2 (q/k/v bias comes with the Linear modules) and SmolLM (a Llama). Mistral's `sliding_window`
+is not applied by the backbone: a method that wants it implements it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+
+SUPPORTED = ("llama", "mistral", "qwen2")
+ROPE_TYPES = ("linear", "dynamic", "yarn")
+LOGITS_CHUNK = 1024  # rows of [chunk, vocab] float32 per log-softmax step; never [length, vocab]
+
+
+class Attention(Protocol):
+    """Per-layer attention and cache of one method, for one document."""
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Attend `T` new tokens and update the cache.
+
+        Args:
+            layer: layer index.
+            q: `[B, H, T, d]` queries before RoPE.
+            k, v: `[B, Hkv, T, d]` keys (before RoPE) and values of the new tokens.
+            positions: `[T]` absolute positions of the new tokens in the document.
+
+        Returns:
+            `[B, H, T, d]` attention output.
+        """
+        ...
+
+
+class Backbone(nn.Module):
+    """Decoder forward over `model`'s modules; weights are shared with it, never copied."""
+
+    def __init__(self, model: nn.Module, rope_scaling: dict | None = None):
+        super().__init__()
+        config = model.config
+        if config.model_type not in SUPPORTED:
+            raise UserError(f"model type '{config.model_type}' is not supported by the backbone. Valid: {', '.join(SUPPORTED)}")
+        self.config = config
+        self.model = model
+        inner = model.model
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
+        self.rotary = scaled_rotary(inner.rotary_emb, config, rope_scaling) if rope_scaling else inner.rotary_emb
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers of the wrapped model."""
+        return self.model.model.layers
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.model.lm_head.weight.device
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(cos, sin)`, each `[T, d]` float32, for integer `positions` `[T]`, with the model's RoPE scaling."""
+        probe = torch.empty(0, device=self.device, dtype=torch.float32)
+        cos, sin = self.rotary(probe, positions[None].to(self.device))
+        return cos[0].float(), sin[0].float()
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`[B, T]` ids -> `[B, T, D]` input embeddings."""
+        return self.model.model.embed_tokens(input_ids)
+
+    def forward(
+        self, hidden: torch.Tensor, positions: torch.Tensor, attention: Attention, last_layer: int | None = None
+    ) -> torch.Tensor:
+        """Run the decoder layers on embeddings.
+
+        Args:
+            hidden: `[B, T, D]` input embeddings.
+            positions: `[T]` absolute positions, handed to `attention` (the method decides what RoPE sees).
+            attention: the method's per-layer attention for this document.
+            last_layer: stop after this layer and return un-normed hidden states (encoders that need
+                only some layers); by default run all layers and apply the final norm.
+
+        Returns:
+            `[B, T, D]` final hidden states (normed unless `last_layer` is given).
+        """
+        batch, length, _ = hidden.shape
+        layers = self.layers if last_layer is None else self.layers[: last_layer + 1]
+        for index, layer in enumerate(layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            out = attention.attend(index, q, k, v, positions)
+            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden if last_layer is not None else self.model.model.norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""
+        return self.model.lm_head(hidden).float()
+
+    def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) for each position, log-softmax computed `LOGITS_CHUNK` rows at a time.
+
+        Args:
+            hidden: `[T, D]` final hidden states.
+            targets: `[T]` the token each position predicts.
+
+        Returns:
+            `[T]` float32 log-probabilities.
+        """
+        out = []
+        for start in range(0, hidden.shape[0], LOGITS_CHUNK):
+            logits = self.logits(hidden[start : start + LOGITS_CHUNK])
+            picked = logits.gather(-1, targets[start : start + LOGITS_CHUNK, None]).squeeze(-1)
+            out.append(picked - torch.logsumexp(logits, dim=-1))
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of one token's K and V over all layers in the model dtype."""
+        element = self.model.lm_head.weight.element_size()
+        return 2 * len(self.layers) * self.n_kv_heads * self.head_dim * element
+
+
+def scaled_rotary(rotary: nn.Module, config, rope_scaling: dict) -> nn.Module:
+    """A new rotary table of the same class as the model's, with `rope_scaling` applied.
+
+    Args:
+        rotary: the model's own rotary module (its class computes the tables).
+        rope_scaling: `{"rope_type": linear|dynamic|yarn, "factor": s, ...}`; YaRN gets
+            `original_max_position_embeddings` from the model config when not given.
+    """
+    rope_type = rope_scaling.get("rope_type")
+    if rope_type not in ROPE_TYPES:
+        raise UserError(f"unknown rope_type '{rope_type}'. Valid: {', '.join(ROPE_TYPES)}")
+    scaled = copy.deepcopy(config)
+    base = dict(getattr(config, "rope_parameters", None) or {})
+    theta = base.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    parameters = {"rope_theta": theta, **rope_scaling}
+    if rope_type == "yarn":
+        parameters.setdefault("original_max_position_embeddings", config.max_position_embeddings)
+    scaled.rope_parameters = parameters
+    return type(rotary)(scaled).to(rotary.inv_freq.device)

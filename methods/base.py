@@ -1,0 +1,67 @@
+"""The method contract (`LongContextModel`), the method config base, and the method registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class MethodConfig(BaseModel):
+    """Base of every method config: defaults are the official ones; deviations go in the docstring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputTooLong(Exception):
+    """The input exceeds the method's `max_context`; the runner records the cell as `over_length`."""
+
+
+class LongContextModel(ABC):
+    """One long-context method applied to one frozen base model, holding per-document state.
+
+    Worked example (token level): for a document `[a, b, c, d]`, `score` returns
+    `[log p(b|a), log p(c|a,b), log p(d|a,b,c)]`; `reset(); prefill([a, b]); decode(2, stop_ids=[])`
+    returns the greedy continuation `[x, y]` of `a b`, and `decode` may be called again to go on.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]]
+    max_context: int | None = None
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: MethodConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the previous document: memories, caches, positions."""
+
+    @abstractmethod
+    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`[T]` ids -> `[T-1]` float32 log p(x_t | x_<t) for t >= 1, streamed in the method's own segments."""
+
+    @abstractmethod
+    def prefill(self, input_ids: torch.Tensor) -> None:
+        """Consume `[T]` prompt ids and build state; the next `decode` continues after them."""
+
+    @abstractmethod
+    def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
+        """Greedy continuation from the state, stopping after a token in `stop_ids` (which is returned)."""
+
+    @abstractmethod
+    def state_bytes(self) -> int:
+        """Bytes of KV cache / memory held right now for the current document."""
+
+
+METHODS: Registry[type[LongContextModel]] = Registry("method", LongContextModel, ("methods.baselines", "methods.uio"))
+register_method = METHODS.register

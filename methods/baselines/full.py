@@ -1,0 +1,78 @@
+"""Full causal attention over a growing KV cache, with optional RoPE scaling (PI, dynamic NTK, YaRN)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import model_validator
+
+from methods.attention import causal_attention, rotate
+from methods.base import MethodConfig, register_method
+from methods.decoder import DecoderMethod
+from methods.kv_buffer import KVBuffer
+
+
+class FullConfig(MethodConfig):
+    """Full attention. `rope_scaling` follows HF semantics (see research/baselines.md section 1).
+
+    Deviations: prefill runs in chunks of `chunk_size` tokens (exact up to float rounding); with
+    `dynamic` scaling, keys cached by an earlier chunk keep their earlier rotation, as in HF's cached
+    generation, so chunked and one-shot numbers differ slightly for inputs past the trained length.
+    """
+
+    rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = "none"
+    rope_factor: float = 1.0
+    chunk_size: int = 2048
+
+    @model_validator(mode="after")
+    def _check(self) -> FullConfig:
+        if self.rope_scaling != "none" and self.rope_factor <= 1.0:
+            raise ValueError(f"rope_scaling={self.rope_scaling} needs rope_factor > 1 (got {self.rope_factor})")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        return self
+
+
+class FullAttention:
+    """Per-layer KV cache of rotated keys; every query sees every earlier token."""
+
+    def __init__(self, backbone) -> None:
+        self.backbone = backbone
+        self.cache = [KVBuffer() for _ in backbone.layers]
+        self._positions: torch.Tensor | None = None
+
+    def attend(self, layer, q, k, v, positions):
+        """Rotate at absolute positions, append to the cache, attend causally."""
+        if positions is not self._positions:
+            self._positions, self._tables = positions, self.backbone.rope(positions)
+        cos, sin = self._tables
+        buffer = self.cache[layer]
+        buffer.append(rotate(k, cos, sin), v)
+        return causal_attention(rotate(q, cos, sin), buffer.k, buffer.v, self.backbone.scale)
+
+    def nbytes(self) -> int:
+        """Bytes of K and V held over all layers."""
+        return sum(buffer.nbytes() for buffer in self.cache)
+
+
+@register_method("full")
+class Full(DecoderMethod):
+    """Full attention, the reference every other method is compared to."""
+
+    description = "full causal attention over the whole input (optional RoPE scaling: linear/dynamic/yarn)"
+    Config = FullConfig
+
+    def __init__(self, model, tokenizer, config: FullConfig):
+        scaling = None
+        if config.rope_scaling != "none":
+            scaling = {"rope_type": config.rope_scaling, "factor": config.rope_factor}
+        super().__init__(model, tokenizer, config, rope_scaling=scaling)
+
+    def new_attention(self) -> FullAttention:
+        """A fresh, empty KV cache."""
+        return FullAttention(self.backbone)
+
+    def attention_bytes(self) -> int:
+        """Bytes of the KV cache."""
+        return self.attention.nbytes()

@@ -1,0 +1,119 @@
+"""StreamingLLM: attention sinks plus a sliding window, keys cached before RoPE (Xiao et al., 2023).
+
+Paper: https://arxiv.org/abs/2309.17453; official code mit-han-lab/streaming-llm
+(`streaming_llm/kv_cache.py`, `pos_shift/modify_llama.py`); spec: research/baselines.md section 2.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import model_validator
+
+from methods.attention import masked_attention, repeat_kv, rotate
+from methods.base import MethodConfig, register_method
+from methods.decoder import DecoderMethod
+from methods.kv_buffer import KVBuffer
+
+
+class StreamingConfig(MethodConfig):
+    """Sinks + window. Defaults 4 + 2044 (the paper's best Llama-2 PG19 setting, a 2048 cache).
+
+    Semantics, as in the official cache: the first `n_sink` tokens of the document stay; a token
+    attends to the sinks, the `window` tokens before it, and itself. Positions follow "pos shift":
+    keys are rotated by their index in the cache and the query by the cache length, so a recent key
+    is at its true distance and sink `i` at distance `min(p, n_sink + window) - i`.
+    Deviation: the official code feeds one token per step; here a chunk of `chunk_size` tokens is
+    processed at once with a per-query mask and per-query sink rotation, which gives the same
+    attention as token-by-token streaming (tested).
+    """
+
+    n_sink: int = 4
+    window: int = 2044
+    chunk_size: int = 512
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamingConfig:
+        if self.n_sink < 0 or self.window < 1 or self.chunk_size < 1:
+            raise ValueError("need n_sink >= 0, window >= 1, chunk_size >= 1")
+        return self
+
+
+class SinkWindowAttention:
+    """Per-layer cache of un-rotated keys: sinks (positions < n_sink) and the last `window` others."""
+
+    def __init__(self, backbone, n_sink: int, window: int) -> None:
+        self.backbone = backbone
+        self.n_sink, self.window = n_sink, window
+        self.cache = [KVBuffer() for _ in backbone.layers]
+        self.cached_positions = torch.zeros(0, dtype=torch.long)
+        self._prepared_for: torch.Tensor | None = None
+
+    def _prepare(self, positions: torch.Tensor) -> None:
+        """Mask and rotation tables for one chunk; shared by all layers (same positions everywhere)."""
+        device = self.backbone.device
+        queries = positions.cpu()
+        keys = torch.cat([self.cached_positions, queries])
+        s, w = self.n_sink, self.window
+        is_sink = keys < s
+        visible = (keys[None] <= queries[:, None]) & (is_sink[None] | (keys[None] >= queries[:, None] - w))
+        self.sink_index = torch.nonzero(is_sink).squeeze(-1).to(device)
+        self.recent_index = torch.nonzero(~is_sink).squeeze(-1).to(device)
+        self.mask = torch.cat([visible[:, is_sink], visible[:, ~is_sink]], dim=1).to(device)
+        # Local frame for recent keys: the oldest non-sink key sits at index n_sink, as in the official cache.
+        origin = int(keys[~is_sink].min()) if bool((~is_sink).any()) else s
+        local = lambda p: (p - origin + s).clamp(min=0)  # noqa: E731
+        rope = self.backbone.rope
+        self.k_sink_rope = rope(keys[is_sink].to(device))
+        self.k_recent_rope = rope(local(keys[~is_sink]).to(device))
+        self.q_sink_rope = rope(queries.clamp(max=s + w).to(device))
+        self.q_recent_rope = rope(local(queries).to(device))
+        self.keep = self._kept(keys)
+        self.kept_positions = keys[self.keep.cpu()]
+        self._prepared_for = positions
+
+    def _kept(self, keys: torch.Tensor) -> torch.Tensor:
+        """Buffer indices that survive eviction after this chunk: all sinks and the newest `window` others."""
+        index = torch.arange(keys.numel())
+        sinks = index[keys < self.n_sink]
+        recent = index[keys >= self.n_sink][-self.window :]
+        return torch.cat([sinks, recent]).to(self.backbone.device)
+
+    def attend(self, layer, q, k, v, positions):
+        """Attend a chunk over [sinks ; window ; chunk] with pos-shifted rotations, then evict."""
+        if positions is not self._prepared_for:
+            self._prepare(positions)
+        buffer = self.cache[layer]
+        buffer.append(k, v)
+        n_rep = q.shape[1] // k.shape[1]
+        keys, values = repeat_kv(buffer.k, n_rep), repeat_kv(buffer.v, n_rep)
+        scale = self.backbone.scale
+        parts = [
+            rotate(q, *self.q_sink_rope) @ rotate(keys[:, :, self.sink_index], *self.k_sink_rope).transpose(-1, -2) * scale,
+            rotate(q, *self.q_recent_rope) @ rotate(keys[:, :, self.recent_index], *self.k_recent_rope).transpose(-1, -2) * scale,
+        ]
+        ordered_values = torch.cat([values[:, :, self.sink_index], values[:, :, self.recent_index]], dim=2)
+        out = masked_attention(parts, ordered_values, self.mask)
+        buffer.keep(self.keep)
+        if layer == len(self.cache) - 1:
+            self.cached_positions = self.kept_positions
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes of K and V held over all layers."""
+        return sum(buffer.nbytes() for buffer in self.cache)
+
+
+@register_method("streaming")
+class Streaming(DecoderMethod):
+    """StreamingLLM: constant memory; forgets everything outside the sinks and the window."""
+
+    description = "StreamingLLM: n_sink attention sinks + a sliding window of recent tokens (constant memory)"
+    Config = StreamingConfig
+
+    def new_attention(self) -> SinkWindowAttention:
+        """An empty sink + window cache."""
+        return SinkWindowAttention(self.backbone, self.config.n_sink, self.config.window)
+
+    def attention_bytes(self) -> int:
+        """Bytes of the sink + window cache."""
+        return self.attention.nbytes()

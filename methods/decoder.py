@@ -1,0 +1,90 @@
+"""Template for methods whose whole difference is a per-layer attention over a cache (full, streaming)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+
+from methods.backbone import Attention, Backbone
+from methods.base import InputTooLong, LongContextModel
+
+
+class DecoderMethod(LongContextModel):
+    """Streams a document through the backbone in chunks of `config.chunk_size` tokens.
+
+    Subclasses provide `new_attention()` (the per-document cache) and may set `rope_scaling`.
+    """
+
+    def __init__(self, model, tokenizer, config, rope_scaling: dict | None = None):
+        super().__init__(model, tokenizer, config)
+        self.backbone = Backbone(model, rope_scaling)
+        self.reset()
+
+    @abstractmethod
+    def new_attention(self) -> Attention:
+        """A fresh per-layer attention state for one document."""
+
+    @abstractmethod
+    def attention_bytes(self) -> int:
+        """Bytes the current attention state holds."""
+
+    def reset(self) -> None:
+        """Start a new document."""
+        self.attention = self.new_attention()
+        self.position = 0
+        self.next_logits: torch.Tensor | None = None
+
+    def state_bytes(self) -> int:
+        """Bytes of the cache held now."""
+        return self.attention_bytes()
+
+    @torch.no_grad()
+    def _step(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Run `[T]` new ids (T <= chunk) at the next positions; returns `[T, D]` final hidden states."""
+        if self.max_context is not None and self.position + input_ids.numel() > self.max_context:
+            raise InputTooLong(f"{self.position + input_ids.numel()} tokens > max_context {self.max_context}")
+        device = self.backbone.device
+        positions = torch.arange(self.position, self.position + input_ids.numel(), device=device)
+        hidden = self.backbone(self.backbone.embed(input_ids.to(device)[None]), positions, self.attention)
+        self.position += input_ids.numel()
+        return hidden[0]
+
+    def _chunks(self, input_ids: torch.Tensor):
+        size = self.config.chunk_size
+        for start in range(0, input_ids.numel(), size):
+            yield start, input_ids[start : start + size]
+
+    @torch.no_grad()
+    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Log-probs of tokens 1..T-1; the last hidden state of a chunk predicts the next chunk's first token."""
+        device = self.backbone.device
+        targets = input_ids.to(device)
+        out = []
+        for start, chunk in self._chunks(input_ids):
+            hidden = self._step(chunk)
+            wanted = targets[start + 1 : start + 1 + chunk.numel()]
+            out.append(self.backbone.token_logprobs(hidden[: wanted.numel()], wanted))
+        self.next_logits = self.backbone.logits(hidden[-1])
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor) -> None:
+        """Consume the prompt chunk by chunk; keep only the last position's logits."""
+        for _, chunk in self._chunks(input_ids):
+            hidden = self._step(chunk)
+        self.next_logits = self.backbone.logits(hidden[-1])
+
+    @torch.no_grad()
+    def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
+        """Greedy decoding, one token per step over the cache."""
+        if self.next_logits is None:
+            raise RuntimeError("decode() needs prefill() first")
+        tokens: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(self.next_logits.argmax())
+            tokens.append(token)
+            if token in stop_ids:
+                break
+            self.next_logits = self.backbone.logits(self._step(torch.tensor([token]))[-1])
+        return tokens

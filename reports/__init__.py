@@ -1,0 +1,1 @@
+"""Comparison reports built from a results store (see issue: reports)."""

@@ -1,0 +1,1 @@
+"""Evaluation tasks: each produces deterministic instances and scores a method's answers."""

@@ -1,0 +1,79 @@
+"""The task contract (`Task`, `Instance`, `Score`), the task config base, and the task registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from methods.base import LongContextModel
+
+
+class TaskConfig(BaseModel):
+    """Base of every task config. Every field that changes numbers (protocols, policies) lives here,
+    so it is hashed into the cell id and stored with every result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Instance:
+    """One evaluation sample: token ids (exact length in the evaluated tokenizer) and what to score against."""
+
+    id: str
+    input_ids: list[int]
+    target: str
+    max_new_tokens: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Score:
+    """Per-sample result: the headline value, all metrics, and what the model produced."""
+
+    score: float
+    metrics: dict[str, float]
+    prediction: str = ""
+    decode_tokens: int = 0
+
+
+class Task(ABC):
+    """A task. Instances are deterministic given (config, tokenizer, length, seed, index).
+
+    Subclasses set `headline` (the metric that `Score.score` holds) and `version` (bumped when
+    instances or scoring change, so old results are not mixed with new ones).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    Config: ClassVar[type[TaskConfig]]
+    headline: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    def __init__(self, config: TaskConfig, tokenizer: PreTrainedTokenizerBase):
+        self.config = config
+        self.tokenizer = tokenizer
+
+    @abstractmethod
+    def instances(self, length: int, n: int, seed: int) -> list[Instance]:
+        """The first `n` instances of `length` tokens; instance `i` does not depend on `n`."""
+
+    @abstractmethod
+    def evaluate(self, model: LongContextModel, instance: Instance) -> Score:
+        """Run `model` (already reset) on `instance` and score it."""
+
+    def aggregate(self, scores: list[Score]) -> dict[str, float]:
+        """Task-level numbers; by default the mean of every per-sample metric."""
+        keys = sorted({key for score in scores for key in score.metrics})
+        return {key: sum(s.metrics.get(key, 0.0) for s in scores) / max(len(scores), 1) for key in keys}
+
+
+TASKS: Registry[type[Task]] = Registry("task", Task, ("tasks",))
+register_task = TASKS.register

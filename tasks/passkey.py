@@ -1,0 +1,124 @@
+"""Passkey retrieval in the Landmark-attention format (Mohtashami & Jaggi, 2023).
+
+Source: epfml/landmark-attention `llama/run_test.py` (`generate_prompt`); spec:
+research/harness-anchors.md section 3.1. Deviations from the original (which cuts the filler in
+characters and draws a uniform needle position): the length is exact in the evaluated tokenizer's
+tokens, the needle sits at a set depth, and the key has 5 digits (as Activation Beacon's passkey);
+the character length is recorded per sample.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Literal
+
+import torch
+from pydantic import field_validator
+
+from tasks.base import Instance, Score, Task, TaskConfig, register_task
+
+TASK_LINE = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there."
+)
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
+QUESTION = "What is the pass key?"
+ANSWER_PREFIX = "The pass key is"
+BODY = "\x00BODY\x00"
+
+
+class PasskeyConfig(TaskConfig):
+    """Depths cycle over the samples: sample `i` puts the needle at `depths[i % len(depths)]`.
+
+    `depth` 0 puts the needle right after the task line, 1 right before the question.
+    `chat_template`: `auto` wraps the prompt in the tokenizer's chat template when it has one
+    (instruct models), keeping the answer prefix "The pass key is" after the generation prompt.
+    """
+
+    depths: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0]
+    max_new_tokens: int = 10
+    chat_template: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("depths")
+    @classmethod
+    def _check_depths(cls, depths: list[float]) -> list[float]:
+        if not depths or any(not 0.0 <= d <= 1.0 for d in depths):
+            raise ValueError(f"depths must be a non-empty list of numbers in [0, 1], got {depths}")
+        return depths
+
+
+@register_task("passkey")
+class Passkey(Task):
+    """Find a 5-digit key hidden in repeated filler; score 1 if the first integer answered is the key."""
+
+    description = "passkey retrieval (Landmark format), exact token length, needle at set depths"
+    Config = PasskeyConfig
+    headline = "accuracy"
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _frame(self) -> tuple[list[int], list[int]]:
+        """Token ids before the task line and after the question (chat template or plain)."""
+        policy = self.config.chat_template
+        use_chat = policy == "on" or (policy == "auto" and getattr(self.tokenizer, "chat_template", None))
+        if not use_chat:
+            bos = [self.tokenizer.bos_token_id] if _adds_bos(self.tokenizer) else []
+            return bos, self._ids(" " + ANSWER_PREFIX)
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": BODY}], tokenize=False, add_generation_prompt=True
+        )
+        before, after = rendered.split(BODY)
+        return self._ids(before), self._ids(after + ANSWER_PREFIX)
+
+    def instances(self, length: int, n: int, seed: int) -> list[Instance]:
+        """`n` prompts of exactly `length` tokens; the key of sample `i` is drawn from `(seed, i)`."""
+        prefix, suffix = self._frame()
+        head = prefix + self._ids(TASK_LINE + "\n")
+        question = self._ids("\n" + QUESTION) + suffix
+        filler = self._ids(" ".join([FILLER] * (length // 8 + 8)))
+        out = []
+        for index in range(n):
+            depth = self.config.depths[index % len(self.config.depths)]
+            key = random.Random(f"passkey-{seed}-{index}").randint(10000, 99999)
+            needle = self._ids("\n" + NEEDLE.format(key=key) + "\n")
+            room = length - len(head) - len(needle) - len(question)
+            if room < 0 or room > len(filler):
+                raise ValueError(f"passkey length {length} is too short for the prompt ({length - room} tokens)")
+            before = round(depth * room)
+            ids = head + filler[:before] + needle + filler[: room - before] + question
+            out.append(
+                Instance(
+                    id=f"passkey-{length}-{seed}-{index}",
+                    input_ids=ids,
+                    target=str(key),
+                    max_new_tokens=self.config.max_new_tokens,
+                    metadata={"depth": depth, "chars": len(self.tokenizer.decode(ids)), "needle_token": len(head) + before},
+                )
+            )
+        return out
+
+    def evaluate(self, model, instance: Instance) -> Score:
+        """Prefill the prompt, decode greedily, compare the first integer with the key."""
+        model.prefill(torch.tensor(instance.input_ids))
+        tokens = model.decode(instance.max_new_tokens, stop_ids=_stop_ids(self.tokenizer))
+        prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        found = re.search(r"\d+", prediction)
+        accuracy = float(found is not None and found.group() == instance.target)
+        return Score(
+            score=accuracy,
+            metrics={"accuracy": accuracy, "contains": float(instance.target in prediction)},
+            prediction=prediction,
+            decode_tokens=len(tokens),
+        )
+
+
+def _adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a").input_ids[:1] == [bos]
+
+
+def _stop_ids(tokenizer) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

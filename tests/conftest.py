@@ -1,0 +1,42 @@
+"""Shared fixtures and test tiers: unit (default), slow (embedded model, in CI), long and gpu (opt-in)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-long", action="store_true", help="run 32K-100K token regressions (marker long)")
+    parser.addoption("--run-gpu", action="store_true", help="run CUDA tests (marker gpu)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "long" in item.keywords and not config.getoption("--run-long"):
+            item.add_marker(pytest.mark.skip(reason="opt-in: --run-long"))
+        if "gpu" in item.keywords and not config.getoption("--run-gpu"):
+            item.add_marker(pytest.mark.skip(reason="opt-in: --run-gpu"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """(model, tokenizer): 2 layers, hidden 64, 4 heads, byte tokenizer, fixed seed."""
+    from harness.models import load_model
+
+    return load_model("tiny-random-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_gqa():
+    """(model, tokenizer) with 4 query heads sharing 2 KV heads."""
+    from harness.models import load_model
+
+    return load_model("tiny-random-llama-gqa")
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """(model, tokenizer) of the embedded SmolLM2-135M-Instruct; tests using it are marked slow."""
+    from harness.models import load_model
+
+    return load_model("smollm2-135m")
