@@ -75,7 +75,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "model": args.model, "dtype": args.dtype, "device": args.device, "seed": args.seed,
         "samples": args.samples, "output": args.output, "flops": args.flops,
         "methods": [{"name": args.method, "options": _options(args.method_opt, "--method-opt")}],
-        "tasks": [{"name": args.task, "options": _options(args.task_opt, "--task-opt"), "lengths": _lengths(args.lengths)}],
+        "tasks": [{"name": args.task, "options": _options(args.task_opt, "--task-opt"),
+                   "lengths": _lengths(args.lengths) if args.lengths else None}],
     }  # fmt: skip
     spec = validate(SweepSpec, data, "lch eval")
     outcomes = run_sweep(spec, retry_failed=args.retry_failed, progress=not args.quiet, command=_command())
@@ -122,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--method-opt", action="append", default=[], metavar="K=V", help="method option, repeatable")
     ev.add_argument("--task", required=True, help="task name (see lch list)")
     ev.add_argument("--task-opt", action="append", default=[], metavar="K=V", help="task option, repeatable")
-    ev.add_argument("--lengths", required=True, help="comma-separated input lengths in tokens, e.g. 1024,4096")
+    ev.add_argument("--lengths", help="comma-separated input lengths in tokens, e.g. 1024,4096 (task default if any)")
     ev.add_argument("--samples", type=int, default=5, help="samples per length (default 5)")
     ev.add_argument("--seed", type=int, default=0, help="instance seed (default 0)")
     ev.add_argument("--output", default="results/lch.sqlite", help="SQLite store (default results/lch.sqlite)")

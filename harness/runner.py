@@ -130,7 +130,7 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
     costs = metered.costs
     return {
         "instance_id": instance.id, "prediction": score.prediction, "target": instance.target,
-        "score": score.score, "metrics": score.metrics, "metadata": instance.metadata,
+        "score": score.score, "metrics": score.metrics, "metadata": {**instance.metadata, **score.details},
         "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),
         "prefill_s": costs.prefill_s, "decode_s": costs.decode_s, "decode_tokens": score.decode_tokens,
         "peak_mem_bytes": costs.peak_mem_bytes, "state_bytes": method.state_bytes(), "flops": costs.flops,

@@ -28,11 +28,14 @@ class MethodSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    """A task with its options, the lengths (in tokens) to run, and an optional per-task sample count."""
+    """A task with its options, the lengths (in tokens) to run, and an optional per-task sample count.
+
+    `lengths` may be left out for tasks that declare `default_lengths` (LongBench's truncation budget).
+    """
 
     name: str
     options: dict[str, Any] = {}
-    lengths: list[PositiveInt] = Field(min_length=1)
+    lengths: list[PositiveInt] | None = Field(default=None, min_length=1)
     samples: PositiveInt | None = None
 
 
@@ -139,7 +142,10 @@ def expand(spec: SweepSpec) -> list[Cell]:
     for task in spec.tasks:
         task_cls = TASKS.get(task.name)
         task_config = validate(task_cls.Config, task.options, f"task '{task.name}'")
-        for length in task.lengths:
+        lengths = task.lengths or list(task_cls.default_lengths)
+        if not lengths:
+            raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")
+        for length in lengths:
             for label, name, config in methods:
                 cells.append(
                     Cell(

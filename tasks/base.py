@@ -42,20 +42,25 @@ class Score:
     metrics: dict[str, float]
     prediction: str = ""
     decode_tokens: int = 0
+    details: dict[str, Any] = field(default_factory=dict)  # non-scalar per-sample data (curves), stored as JSON
 
 
 class Task(ABC):
     """A task. Instances are deterministic given (config, tokenizer, length, seed, index).
 
-    Subclasses set `headline` (the metric that `Score.score` holds) and `version` (bumped when
-    instances or scoring change, so old results are not mixed with new ones).
+    Subclasses set `headline` (the metric that `Score.score` holds and `aggregate` reports),
+    `higher_is_better`, `version` (bumped when instances or scoring change, so old results are not
+    mixed with new ones) and, for tasks whose length is a budget rather than a generated size,
+    `default_lengths` used when a sweep gives none.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[type[TaskConfig]]
     headline: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
     version: ClassVar[int] = 1
+    default_lengths: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, config: TaskConfig, tokenizer: PreTrainedTokenizerBase):
         self.config = config

@@ -33,13 +33,15 @@ class PasskeyConfig(TaskConfig):
     """Depths cycle over the samples: sample `i` puts the needle at `depths[i % len(depths)]`.
 
     `depth` 0 puts the needle right after the task line, 1 right before the question.
-    `chat_template`: `auto` wraps the prompt in the tokenizer's chat template when it has one
-    (instruct models), keeping the answer prefix "The pass key is" after the generation prompt.
+    `chat_template`: `off` (default) is the original raw Landmark prompt; `on` wraps the prompt in
+    the tokenizer's chat template keeping the answer prefix "The pass key is" after the generation
+    prompt, and `auto` does so when the tokenizer has a template. Measured on SmolLM2-135M-Instruct
+    at 2K (20 samples): off 0.80, on 0.70 accuracy, so the raw prompt stays the default.
     """
 
     depths: list[float] = [0.0, 0.25, 0.5, 0.75, 1.0]
     max_new_tokens: int = 10
-    chat_template: Literal["auto", "on", "off"] = "auto"
+    chat_template: Literal["auto", "on", "off"] = "off"
 
     @field_validator("depths")
     @classmethod
