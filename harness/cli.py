@@ -100,6 +100,14 @@ def cmd_results(args: argparse.Namespace) -> None:
     print(render(summary(args.store), args.format))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Write the method-vs-method report (markdown, self-contained HTML, PNG figures) of a store."""
+    from reports.render import write_report
+
+    written = write_report(args.store, args.out, baseline=args.baseline, seed=args.seed)
+    print(f"report written to {written.html} and {written.markdown} ({len(written.figures)} figures in {args.out})")
+
+
 def _command() -> str:
     return " ".join(shlex.quote(a) for a in ["lch", *sys.argv[1:]])
 
@@ -141,6 +149,13 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("store", help="SQLite store written by eval/run")
     rs.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     rs.set_defaults(fn=cmd_results)
+
+    rp = sub.add_parser("report", help="method-vs-method report (accuracy and cost) of a store")
+    rp.add_argument("store", help="SQLite store written by eval/run")
+    rp.add_argument("--out", required=True, help="output directory for report.md, report.html and the PNG figures")
+    rp.add_argument("--baseline", default="full", help="method label the paired comparison is against (default full)")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default 0)")
+    rp.set_defaults(fn=cmd_report)
     return top
 
 

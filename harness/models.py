@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -102,12 +104,25 @@ def _pretrained(path_or_id: str, torch_dtype: torch.dtype):
             f"model '{path_or_id}' is neither a directory nor a hub id (owner/name). Built-in: {', '.join(model_names())}"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype)
+        with _quiet_hub():
+            tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+            model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype)
     except OSError as error:
         first_line = str(error).strip().splitlines()[0]
         raise UserError(f"cannot load model '{path_or_id}' (check the path, the id, or HF_TOKEN/network): {first_line}")
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """Silence hub retry warnings while loading: the one-line error after them says what went wrong."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _embedded_dir(alias: str) -> Path:

@@ -37,30 +37,28 @@ def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True
     store = Store(spec.output)
     run_id = uuid.uuid4().hex[:12]
     store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
-    loaded = None
     outcomes = []
-    bar = tqdm(total=sum(c.samples for c in cells), disable=not progress, unit="sample", dynamic_ncols=True)
+    todo = []
+    for cell in cells:
+        previous = store.cell(cell.cell_id)
+        if previous is not None and previous["status"] in FAILED and not retry_failed:
+            outcomes.append(Outcome(cell, previous["status"], 0, previous["error"]))
+        elif previous is not None and previous["status"] == "done" and len(store.sample_indices(cell.cell_id)) >= cell.samples:
+            outcomes.append(Outcome(cell, "done", 0))
+        else:
+            todo.append(cell)
     try:
-        for cell in cells:
-            bar.set_description(f"{cell.label} {cell.task}@{cell.length}")
-            previous = store.cell(cell.cell_id)
-            done = store.sample_indices(cell.cell_id)
-            if previous is not None and previous["status"] in FAILED and not retry_failed:
-                outcomes.append(Outcome(cell, previous["status"], 0, previous["error"]))
-                bar.update(cell.samples)
-                continue
-            if previous is not None and previous["status"] == "done" and len(done) >= cell.samples:
-                outcomes.append(Outcome(cell, "done", 0))
-                bar.update(cell.samples)
-                continue
-            if loaded is None:
-                loaded = load_model(spec.model, spec.dtype, spec.device)
-            outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar))
+        loaded = load_model(spec.model, spec.dtype, spec.device) if todo else None
+        with tqdm(total=sum(c.samples for c in todo), disable=not progress, unit="sample", dynamic_ncols=True) as bar:
+            for cell in todo:
+                bar.set_description(f"{cell.label} {cell.task}@{cell.length}")
+                done = store.sample_indices(cell.cell_id)
+                outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar))
     finally:
-        bar.close()
         store.finish_run(run_id)
         store.close()
-    return outcomes
+    order = {cell.cell_id: index for index, cell in enumerate(cells)}
+    return sorted(outcomes, key=lambda outcome: order[outcome.cell.cell_id])
 
 
 def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flops: bool, bar) -> Outcome:

@@ -1,0 +1,69 @@
+"""The `lch` command line: exit codes, one-line errors, listing, results formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+
+def lch(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_unknown_method_is_one_line_exit_2():
+    result = lch("eval", "--method", "nope", "--task", "passkey", "--lengths", "100")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "unknown method 'nope'" in result.stderr and "full, streaming" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--method", "full", "--task", "passkey", "--lengths", "1x"], "--lengths"),
+        (["eval", "--method", "full", "--method-opt", "chunk_size", "--task", "passkey", "--lengths", "9"], "key=value"),
+        (["eval", "--model", "no/such-model-here", "--method", "full", "--task", "passkey", "--lengths", "9",
+          "--output", "/tmp/lch-cli-test.sqlite", "--quiet"], "cannot load model"),
+        (["eval", "--model", "./nowhere", "--method", "full", "--task", "passkey", "--lengths", "9"], "neither a directory"),
+        (["run", "absent.yaml"], "not found"),
+        (["results", "absent.sqlite"], "not found"),
+    ],
+)  # fmt: skip
+def test_user_errors_exit_2(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_list_names_every_method_and_task(capsys):
+    from methods.base import METHODS
+    from tasks.base import TASKS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in METHODS.names() + TASKS.names() + ["smollm2-135m"]:
+        assert f"  {name} " in out
+
+
+def test_eval_then_results_csv(tmp_path, capsys):
+    store = str(tmp_path / "e.sqlite")
+    args = ["eval", "--model", "tiny-random-llama", "--method", "streaming", "--method-opt", "window=64",
+            "--task", "passkey", "--task-opt", "depths=0.1,0.9", "--lengths", "300,400", "--samples", "2",
+            "--output", store, "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["results", store, "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["method"], r["task"], r["length"], r["samples"], r["status"]) for r in table] == [
+        ("streaming", "passkey", "300", "2", "done"), ("streaming", "passkey", "400", "2", "done"),
+    ]  # fmt: skip
+    expected = ["method", "task", "length", "samples", "score", "prefill_s", "peak_mem_mb", "state_mb", "status"]
+    assert set(expected) <= set(table[0])
+    assert all(0.0 <= float(r["score"]) <= 1.0 and float(r["prefill_s"]) > 0 for r in table)

@@ -1,0 +1,142 @@
+"""Method contract tests generated from the registry, and StreamingLLM against a naive reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods.attention import repeat_kv, rotate
+from methods.backbone import Backbone
+from methods.base import METHODS
+
+# (name, options) pairs: every registered method with its defaults, plus configs that exercise eviction.
+CONFIGS = [(name, {}) for name in METHODS.names()] + [("streaming", {"n_sink": 2, "window": 16, "chunk_size": 8})]
+
+
+def build(name, loaded, **options):
+    cls = METHODS.get(name)
+    return cls(*loaded, cls.Config(**options))
+
+
+def ids_of(n, seed=0):
+    return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("name", "options"), CONFIGS)
+def test_score_is_one_logprob_per_predicted_token(name, options, tiny_llama_gqa):
+    method = build(name, tiny_llama_gqa, **options)
+    out = method.score(ids_of(70))
+    assert out.shape == (69,)
+    assert torch.isfinite(out).all() and (out <= 0).all()
+    method.reset()
+    torch.testing.assert_close(method.score(ids_of(70)), out)  # reset forgets the previous document
+
+
+@pytest.mark.parametrize(("name", "options"), CONFIGS)
+def test_decode_is_greedy_under_score(name, options, tiny_llama_gqa):
+    """Each decoded token maximises score()'s distribution after the same prefix (prefill+decode == score)."""
+    method = build(name, tiny_llama_gqa, **options)
+    prompt = ids_of(40, seed=5)
+    method.reset()
+    method.prefill(prompt)
+    decoded = method.decode(2, stop_ids=[])
+    assert len(decoded) == 2
+    prefix = prompt
+    for token in decoded:
+        candidates = []
+        for x in range(258):
+            method.reset()
+            candidates.append(method.score(torch.cat([prefix, torch.tensor([x])]))[-1])
+        assert int(torch.stack(candidates).argmax()) == token
+        prefix = torch.cat([prefix, torch.tensor([token])])
+
+
+def naive_streaming_logprobs(model, ids, n_sink, window):
+    """Official StreamingLLM semantics, one token per step: keys cached before RoPE, rotated by their
+    index in the cache, the query by the cache length; after each step the cache keeps the sinks and
+    the newest `window` entries."""
+    backbone = Backbone(model)
+    caches = [[] for _ in backbone.layers]
+
+    class OneToken:
+        def attend(self, layer, q, k, v, positions):
+            cache = caches[layer]
+            cache.append((k, v))
+            keys = torch.cat([c[0] for c in cache], dim=2)
+            values = torch.cat([c[1] for c in cache], dim=2)
+            n = keys.shape[2]
+            cos, sin = backbone.rope(torch.arange(n))
+            keys = repeat_kv(rotate(keys, cos, sin), q.shape[1] // k.shape[1])
+            values = repeat_kv(values, q.shape[1] // k.shape[1])
+            query = rotate(q, cos[-1:], sin[-1:])
+            weights = torch.softmax((query @ keys.transpose(-1, -2)) * backbone.scale, dim=-1)
+            if n > n_sink + window:
+                del cache[n_sink : n - window]
+            return weights @ values
+
+    out = []
+    attention = OneToken()
+    for position in range(len(ids) - 1):
+        hidden = backbone(backbone.embed(ids[position : position + 1][None]), torch.tensor([position]), attention)
+        out.append(torch.log_softmax(backbone.logits(hidden[0, -1]), -1)[ids[position + 1]])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 8, 64])
+def test_streaming_equals_token_by_token_reference(chunk_size, tiny_llama_gqa):
+    ids = ids_of(90, seed=3)
+    ours = build("streaming", tiny_llama_gqa, n_sink=3, window=20, chunk_size=chunk_size).score(ids)
+    expected = naive_streaming_logprobs(tiny_llama_gqa[0], ids, n_sink=3, window=20)
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
+
+
+def test_streaming_with_window_over_input_equals_full(tiny_llama):
+    ids = ids_of(200, seed=4)
+    streaming = build("streaming", tiny_llama, window=500, chunk_size=64).score(ids)
+    full = build("full", tiny_llama).score(ids)
+    torch.testing.assert_close(streaming, full, atol=1e-4, rtol=0)
+
+
+def test_streaming_short_window_differs_from_full(tiny_llama):
+    ids = ids_of(200, seed=4)
+    streaming = build("streaming", tiny_llama, n_sink=4, window=16).score(ids)
+    full = build("full", tiny_llama).score(ids)
+    torch.testing.assert_close(streaming[:20], full[:20], atol=1e-4, rtol=0)  # inside the window: identical
+    assert (streaming[100:] - full[100:]).abs().max() > 1e-3
+
+
+def test_streaming_state_is_bounded_and_full_state_grows(tiny_llama):
+    model, _ = tiny_llama
+    per_token = Backbone(model).kv_bytes_per_token()
+    streaming = build("streaming", tiny_llama, n_sink=4, window=32, chunk_size=16)
+    full = build("full", tiny_llama)
+    sizes = {}
+    for length in (100, 300):
+        for method in (streaming, full):
+            method.reset()
+            method.prefill(ids_of(length))
+            sizes[method.name, length] = method.state_bytes()
+    assert sizes["streaming", 100] == sizes["streaming", 300] == (4 + 32) * per_token
+    assert sizes["full", 100] == 100 * per_token and sizes["full", 300] == 300 * per_token
+
+
+def test_decode_needs_prefill(tiny_llama):
+    method = build("full", tiny_llama)
+    with pytest.raises(RuntimeError, match="prefill"):
+        method.decode(3, stop_ids=[])
+
+
+def test_decode_stops_at_stop_token(tiny_llama):
+    method = build("full", tiny_llama)
+    method.prefill(ids_of(30))
+    first = method.decode(1, stop_ids=[])
+    method.reset()
+    method.prefill(ids_of(30))
+    assert method.decode(10, stop_ids=first) == first
+
+
+def test_full_rejects_rope_scaling_without_factor():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="rope_factor > 1"):
+        METHODS.get("full").Config(rope_scaling="linear")

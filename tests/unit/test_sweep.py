@@ -1,0 +1,60 @@
+"""Sweep specs: validation with one-line errors, cell expansion, stable cell identity."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import UserError
+from harness.sweep import expand, load_sweep
+
+
+def write(tmp_path, text):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+model: tiny-random-llama
+methods: [{name: full}, {name: streaming, options: {window: 64}}, {name: streaming, options: {window: 32}}]
+tasks: [{name: passkey, lengths: [300, 400], options: {depths: [0.5]}}]
+"""
+
+
+def test_expansion_order_labels_and_identity(tmp_path):
+    cells = expand(load_sweep(write(tmp_path, GOOD)))
+    assert [(c.label, c.length) for c in cells] == [
+        ("full", 300), ("streaming(window=64)", 300), ("streaming(window=32)", 300),
+        ("full", 400), ("streaming(window=64)", 400), ("streaming(window=32)", 400),
+    ]  # fmt: skip
+    assert len({c.cell_id for c in cells}) == 6
+    again = expand(load_sweep(write(tmp_path, GOOD.replace("model: tiny", "samples: 9\nmodel: tiny"))))
+    assert [c.cell_id for c in again] == [c.cell_id for c in cells]  # the sample count is not identity
+    other_seed = expand(load_sweep(write(tmp_path, GOOD + "seed: 1\n")))
+    assert not {c.cell_id for c in other_seed} & {c.cell_id for c in cells}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("methods: [{name: nope}]\ntasks: [{name: passkey, lengths: [10]}]", "unknown method 'nope'.*Valid: full, streaming"),
+        ("methods: [{name: ful}]\ntasks: [{name: passkey, lengths: [10]}]", "Did you mean 'full'"),
+        ("methods: [{name: full}]\ntasks: [{name: pasky, lengths: [10]}]", "unknown task 'pasky'.*passkey"),
+        ("methods: [{name: streaming, options: {windw: 3}}]\ntasks: [{name: passkey, lengths: [10]}]",
+         "unknown option 'windw'. Valid: n_sink, window, chunk_size"),
+        ("methods: [{name: full}]\ntasks: [{name: passkey, lengths: [-5]}]", "lengths.0: Input should be greater than 0"),
+        ("methods: [{name: full}]\ntasks: [{name: passkey}]", "task 'passkey' needs lengths"),
+        ("methods: [{name: full}]\ntasks: [{name: passkey, lengths: [10]}]\nmodle: x", "unknown option 'modle'"),
+        ("methods: [{name: full}\n", "not valid YAML"),
+        ("- just a list", "must be a mapping"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line(tmp_path, text, message):
+    with pytest.raises(UserError, match=message) as error:
+        expand(load_sweep(write(tmp_path, text)))
+    assert "\n" not in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_sweep(tmp_path / "absent.yaml")
