@@ -1,9 +1,9 @@
 """`lch`: run long-context methods on tasks and read the results.
 
-  lch list                                   methods and tasks
-  lch eval --method full --task passkey ...  one method x one task (a one-cell-per-length sweep)
-  lch run examples/quick.yaml                a sweep file
-  lch results results/lch.sqlite             mean score per method x task x length
+lch list                                   methods and tasks
+lch eval --method full --task passkey ...  one method x one task (a one-cell-per-length sweep)
+lch run examples/quick.yaml                a sweep file
+lch results results/lch.sqlite             mean score per method x task x length
 """
 
 from __future__ import annotations

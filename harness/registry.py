@@ -33,7 +33,9 @@ class Registry(Generic[T]):
             if not issubclass(cls, self.base):
                 raise TypeError(f"{cls.__name__} must subclass {self.base.__name__} to be a {self.kind}")
             if name in self._entries and self._entries[name] is not cls:
-                raise ValueError(f"{self.kind} '{name}' is registered twice ({self._entries[name].__name__}, {cls.__name__})")
+                raise ValueError(
+                    f"{self.kind} '{name}' is registered twice ({self._entries[name].__name__}, {cls.__name__})"
+                )
             cls.name = name
             self._entries[name] = cls
             return cls

@@ -33,7 +33,7 @@ def summary(path: str | Path) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)
     out = []
-    for (cell_id, method, task, length), group in rows.groupby(["cell_id", "method", "task", "length"], sort=False):
+    for (_, method, task, length), group in rows.groupby(["cell_id", "method", "task", "length"], sort=False):
         first = group.iloc[0]
         scored = group.dropna(subset=["score"])
         aggregate = json.loads(first["aggregate"]) if first["aggregate"] else {}

@@ -43,7 +43,11 @@ def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True
         previous = store.cell(cell.cell_id)
         if previous is not None and previous["status"] in FAILED and not retry_failed:
             outcomes.append(Outcome(cell, previous["status"], 0, previous["error"]))
-        elif previous is not None and previous["status"] == "done" and len(store.sample_indices(cell.cell_id)) >= cell.samples:
+        elif (
+            previous is not None
+            and previous["status"] == "done"
+            and len(store.sample_indices(cell.cell_id)) >= cell.samples
+        ):
             outcomes.append(Outcome(cell, "done", 0))
         else:
             todo.append(cell)

@@ -73,7 +73,10 @@ class Cell:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """Everything that determines the results; hashed into `cell_id` (the sample count is not: more samples extend a cell)."""
+        """Everything that determines the results, hashed into `cell_id`.
+
+        The sample count is left out: asking for more samples extends a cell.
+        """
         return {
             "model": self.model, "dtype": self.dtype, "device": self.device,
             "method": self.method, "method_config": self.method_config.model_dump(mode="json"),

@@ -11,7 +11,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
     Args:
         x: `[B, H, T, d]` queries or keys.
-        cos, sin: `[T, d]` or `[B, T, d]` float32 tables from `Backbone.rope`.
+        cos: `[T, d]` or `[B, T, d]` float32 table from `Backbone.rope`.
+        sin: same shape as `cos`.
+
     """
     if cos.dim() == 2:
         cos, sin = cos[None, None], sin[None, None]
@@ -38,7 +40,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 
     Args:
         q: `[B, H, T, d]` rotated queries.
-        k, v: `[B, Hkv, S, d]` rotated keys and values, the last `T` of which belong to the queries.
+        k: `[B, Hkv, S, d]` rotated keys, the last `T` of which belong to the queries.
+        v: `[B, Hkv, S, d]` values.
+        scale: softmax scale, `head_dim ** -0.5` for Llama.
+
     """
     n_rep = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
@@ -51,15 +56,14 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def masked_attention(
-    scores_parts: list[torch.Tensor], values: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
+def masked_attention(scores_parts: list[torch.Tensor], values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax over key blocks scored separately (e.g. with different query rotations), then the value mix.
 
     Args:
         scores_parts: `[B, H, T, S_i]` pre-softmax scores, concatenated along keys in `values` order.
         values: `[B, H, S, d]` with `S = sum(S_i)`.
         mask: `[T, S]` bool, True where a query may attend.
+
     """
     scores = torch.cat(scores_parts, dim=-1).float().masked_fill(~mask, float("-inf"))
     return torch.softmax(scores, dim=-1).to(values.dtype) @ values

@@ -27,17 +27,21 @@ LOGITS_CHUNK = 1024  # rows of [chunk, vocab] float32 per log-softmax step; neve
 class Attention(Protocol):
     """Per-layer attention and cache of one method, for one document."""
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
         """Attend `T` new tokens and update the cache.
 
         Args:
             layer: layer index.
             q: `[B, H, T, d]` queries before RoPE.
-            k, v: `[B, Hkv, T, d]` keys (before RoPE) and values of the new tokens.
+            k: `[B, Hkv, T, d]` keys of the new tokens, before RoPE.
+            v: `[B, Hkv, T, d]` values of the new tokens.
             positions: `[T]` absolute positions of the new tokens in the document.
 
         Returns:
             `[B, H, T, d]` attention output.
+
         """
         ...
 
@@ -49,7 +53,9 @@ class Backbone(nn.Module):
         super().__init__()
         config = model.config
         if config.model_type not in SUPPORTED:
-            raise UserError(f"model type '{config.model_type}' is not supported by the backbone. Valid: {', '.join(SUPPORTED)}")
+            raise UserError(
+                f"model type '{config.model_type}' is not supported by the backbone. Valid: {', '.join(SUPPORTED)}"
+            )
         self.config = config
         self.model = model
         inner = model.model
@@ -93,6 +99,7 @@ class Backbone(nn.Module):
 
         Returns:
             `[B, T, D]` final hidden states (normed unless `last_layer` is given).
+
         """
         batch, length, _ = hidden.shape
         layers = self.layers if last_layer is None else self.layers[: last_layer + 1]
@@ -112,7 +119,7 @@ class Backbone(nn.Module):
         return self.model.lm_head(hidden).float()
 
     def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """log p(target) for each position, log-softmax computed `LOGITS_CHUNK` rows at a time.
+        """Log p(target) for each position, log-softmax computed `LOGITS_CHUNK` rows at a time.
 
         Args:
             hidden: `[T, D]` final hidden states.
@@ -120,6 +127,7 @@ class Backbone(nn.Module):
 
         Returns:
             `[T]` float32 log-probabilities.
+
         """
         out = []
         for start in range(0, hidden.shape[0], LOGITS_CHUNK):
@@ -139,8 +147,10 @@ def scaled_rotary(rotary: nn.Module, config, rope_scaling: dict) -> nn.Module:
 
     Args:
         rotary: the model's own rotary module (its class computes the tables).
+        config: the model config, copied with new `rope_parameters`.
         rope_scaling: `{"rope_type": linear|dynamic|yarn, "factor": s, ...}`; YaRN gets
             `original_max_position_embeddings` from the model config when not given.
+
     """
     rope_type = rope_scaling.get("rope_type")
     if rope_type not in ROPE_TYPES:

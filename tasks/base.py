@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 
 class TaskConfig(BaseModel):
-    """Base of every task config. Every field that changes numbers (protocols, policies) lives here,
-    so it is hashed into the cell id and stored with every result."""
+    """Base of every task config.
+
+    Every field that changes numbers (protocols, policies) lives here, so it is hashed into the
+    cell id and stored with every result.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

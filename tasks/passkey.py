@@ -97,7 +97,11 @@ class Passkey(Task):
                     input_ids=ids,
                     target=str(key),
                     max_new_tokens=self.config.max_new_tokens,
-                    metadata={"depth": depth, "chars": len(self.tokenizer.decode(ids)), "needle_token": len(head) + before},
+                    metadata={
+                        "depth": depth,
+                        "chars": len(self.tokenizer.decode(ids)),
+                        "needle_token": len(head) + before,
+                    },
                 )
             )
         return out

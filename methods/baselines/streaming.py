@@ -88,8 +88,12 @@ class SinkWindowAttention:
         keys, values = repeat_kv(buffer.k, n_rep), repeat_kv(buffer.v, n_rep)
         scale = self.backbone.scale
         parts = [
-            rotate(q, *self.q_sink_rope) @ rotate(keys[:, :, self.sink_index], *self.k_sink_rope).transpose(-1, -2) * scale,
-            rotate(q, *self.q_recent_rope) @ rotate(keys[:, :, self.recent_index], *self.k_recent_rope).transpose(-1, -2) * scale,
+            rotate(q, *self.q_sink_rope)
+            @ rotate(keys[:, :, self.sink_index], *self.k_sink_rope).transpose(-1, -2)
+            * scale,
+            rotate(q, *self.q_recent_rope)
+            @ rotate(keys[:, :, self.recent_index], *self.k_recent_rope).transpose(-1, -2)
+            * scale,
         ]
         ordered_values = torch.cat([values[:, :, self.sink_index], values[:, :, self.recent_index]], dim=2)
         out = masked_attention(parts, ordered_values, self.mask)

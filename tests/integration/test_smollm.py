@@ -33,7 +33,9 @@ def test_passkey_full_retrieves_and_streaming_loses_needle_outside_window(tmp_pa
     assert [o.status for o in outcomes] == ["done", "done"]
     with sqlite3.connect(spec.output) as db:
         stored = dict(db.execute("SELECT c.label, s.score FROM samples s JOIN cells c USING (cell_id)").fetchall())
-        states = dict(db.execute("SELECT c.label, s.state_bytes FROM samples s JOIN cells c USING (cell_id)").fetchall())
+        states = dict(
+            db.execute("SELECT c.label, s.state_bytes FROM samples s JOIN cells c USING (cell_id)").fetchall()
+        )
         depth = json.loads(db.execute("SELECT metadata FROM samples LIMIT 1").fetchone()[0])["depth"]
     assert depth == 0.1
     assert stored == {"full": 1.0, "streaming": 0.0}

@@ -28,15 +28,16 @@ def test_unknown_method_is_one_line_exit_2():
     ("args", "message"),
     [
         (["eval", "--method", "full", "--task", "passkey", "--lengths", "1x"], "--lengths"),
-        (["eval", "--method", "full", "--method-opt", "chunk_size", "--task", "passkey", "--lengths", "9"], "key=value"),
-        (["eval", "--model", "no/such-model-here", "--method", "full", "--task", "passkey", "--lengths", "9",
-          "--output", "/tmp/lch-cli-test.sqlite", "--quiet"], "cannot load model"),
-        (["eval", "--model", "./nowhere", "--method", "full", "--task", "passkey", "--lengths", "9"], "neither a directory"),
+        (["eval", "--method", "full", "--method-opt", "chunk", "--task", "passkey", "--lengths", "9"], "key=value"),
+        (["eval", "--model", "no/such", "--method", "full", "--task", "passkey", "--lengths", "9"], "cannot load"),
+        (["eval", "--model", "./nowhere", "--method", "full", "--task", "passkey", "--lengths", "9"], "neither a dir"),
         (["run", "absent.yaml"], "not found"),
         (["results", "absent.sqlite"], "not found"),
     ],
 )  # fmt: skip
-def test_user_errors_exit_2(args, message, capsys):
+def test_user_errors_exit_2(args, message, capsys, tmp_path):
+    if args[0] == "eval":
+        args = [*args, "--output", str(tmp_path / "e.sqlite"), "--quiet"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

@@ -23,8 +23,13 @@ def test_byte_tokenizer_round_trips_unicode():
     assert len(ids) == len(text.encode()) and tokenizer.decode(ids) == text
 
 
-@pytest.mark.parametrize(("args", "message"), [(("tiny-random-llama", "int8"), "unknown dtype 'int8'"),
-                                               (("tiny-random-llama", "float32", "cuda"), "no CUDA device")])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("tiny-random-llama", "int8"), "unknown dtype 'int8'"),
+        (("tiny-random-llama", "float32", "cuda"), "no CUDA device"),
+    ],
+)
 def test_bad_dtype_or_device(args, message):
     with pytest.raises(UserError, match=message):
         load_model(*args)

@@ -124,5 +124,7 @@ def test_sigkill_halfway_then_rerun_gives_every_sample_once(tmp_path):
     partial = rows(tmp_path / "k.sqlite", "SELECT count(*) FROM samples")[0][0]
     assert 5 <= partial < 50, "the kill must land halfway through the sweep"
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert rows(tmp_path / "k.sqlite", "SELECT count(*), count(DISTINCT cell_id || '/' || idx) FROM samples") == [(50, 50)]
+    assert rows(tmp_path / "k.sqlite", "SELECT count(*), count(DISTINCT cell_id || '/' || idx) FROM samples") == [
+        (50, 50)
+    ]
     assert rows(tmp_path / "k.sqlite", "SELECT DISTINCT status FROM cells") == [("done",)]
