@@ -1,0 +1,64 @@
+"""UIO-LLMs configuration: the paper's 7B defaults, and a scaled preset for small models."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from methods.base import MethodConfig
+
+
+class UIOConfig(MethodConfig):
+    """UIO-LLMs (Li et al., 2024, arXiv 2406.18173; code wenhaoli-xmu/UIO-LLMs; spec research/uio-llms.md).
+
+    Defaults are the paper's Llama-2-7B setting (`config/32x.json`): segments of 1024 tokens compressed
+    into 32 memory tokens (32x), LoRA r=128, alpha=512, dropout 0 on the encoder (q_proj, v_proj) and
+    on the transfer head (k_proj, v_proj). For small models use `UIOConfig.small()` (segment 512,
+    16 memory tokens, r=16, alpha=64: the same 32x ratio, LoRA scaled with the hidden size, same
+    alpha/r = 4) -- a preset of ours, not the paper's.
+
+    `window` is the decoder's position budget (memory + raw segment); None = the base model's
+    `max_position_embeddings` (4096 for Llama-2 gives the paper's 99,328-token limit at 32x).
+    `over_context`: `error` (default; the official code has no eviction) or `keep_recent`, which
+    drops the oldest segment memories and renumbers the rest from position 0 -- an lch extension.
+    `checkpoint`: a directory written by `UIO.save` (adapters + `<mem>` embedding); without it the
+    adapters are at their zero initialisation (B = 0), i.e. an untrained UIO.
+
+    Deviations from the official code, each equivalent or an optimisation unless noted:
+    one frozen base model with adapters kept outside it (the official code deep-copies the model
+    three times); the encoder stops at the last layer's attention input (the official code runs the
+    whole model and the LM head); memory K/V are computed once per segment and cached (the official
+    code recomputes them on every decoder call, every generated token included); text queries and
+    K/V use the frozen weights, as in the official decoder.
+    """
+
+    segment: int = 1024
+    memory_tokens: int = 32
+    lora_rank: int = 128
+    lora_alpha: int = 512
+    window: int | None = None
+    over_context: Literal["error", "keep_recent"] = "error"
+    encode_batch: int = 8
+    checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> UIOConfig:
+        if self.segment < 1 or self.memory_tokens < 1 or self.segment % self.memory_tokens:
+            raise ValueError(f"segment ({self.segment}) must be a positive multiple of memory_tokens ({self.memory_tokens})")
+        if self.lora_rank < 1 or self.encode_batch < 1:
+            raise ValueError("lora_rank and encode_batch must be >= 1")
+        if self.window is not None and self.window < self.segment + self.memory_tokens:
+            raise ValueError(f"window ({self.window}) must hold at least one memory and one segment")
+        return self
+
+    @classmethod
+    def small(cls, **overrides) -> UIOConfig:
+        """Preset for ~100M-parameter models (SmolLM2-135M): 32x compression of 512-token segments."""
+        return cls(**{"segment": 512, "memory_tokens": 16, "lora_rank": 16, "lora_alpha": 64, **overrides})
+
+    def max_context(self, window: int) -> int | None:
+        """Longest input under `error`: memory of every full segment plus one raw segment fits `window`."""
+        if self.over_context == "keep_recent":
+            return None
+        return (window - self.segment) // self.memory_tokens * self.segment + self.segment

@@ -1,0 +1,292 @@
+"""UIO-LLMs: an encoder compresses each segment into memory tokens; a transfer head turns them into
+K/V that the frozen decoder reads as a prefix (paper Fig. 2; research/uio-llms.md sections 1 and 6).
+
+Reads top to bottom like the figure: `encode` (segment -> per-layer memory states), `transfer`
+(memory states -> decoder K/V), `MemoryDecoderAttention` (decoder attention over
+[memory ; raw open segment ; block]), and `UIO`, which streams documents through them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from methods.attention import rotate
+from methods.backbone import Backbone
+from methods.base import InputTooLong, LongContextModel, register_method
+from methods.kv_buffer import KVBuffer
+from methods.uio.adapters import UIOAdapters
+from methods.uio.config import UIOConfig
+from methods.uio.kernels import compression_attention, compression_positions, decoder_attention
+
+
+def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, memory_tokens: int) -> torch.Tensor:
+    """Compress segments into memory: per layer, the post-`input_layernorm` states at the `<mem>` positions.
+
+    The encoder is the frozen model with the encoder LoRA on q and v. It stops at the last layer's
+    attention input, the last thing the memory needs.
+
+    Args:
+        backbone: the shared decoder modules.
+        adapters: UIO's adapters (encoder LoRA, `<mem>` embedding).
+        segments: `[B, l]` token ids of B independent segments.
+        memory_tokens: m.
+
+    Returns:
+        `[L, B, m, D]` memory states.
+    """
+    batch, length = segments.shape
+    memory = adapters.memory_embedding.to(backbone.embed(segments[:1, :1]).dtype).expand(batch, memory_tokens, -1)
+    hidden = torch.cat([backbone.embed(segments), memory], dim=1)
+    cos, sin = backbone.rope(compression_positions(length, memory_tokens).to(backbone.device))
+    heads, kv_heads, dim = backbone.n_heads, backbone.n_kv_heads, backbone.head_dim
+    size = length + memory_tokens
+    states = []
+    for index, layer in enumerate(backbone.layers):
+        x = layer.input_layernorm(hidden)
+        states.append(x[:, length:])
+        if index == len(backbone.layers) - 1:
+            break
+        lora = adapters.encoder.layers[index].self_attn
+        q = lora.q_proj(x).view(batch, size, heads, dim).transpose(1, 2)
+        k = layer.self_attn.k_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
+        v = lora.v_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
+        out = compression_attention(rotate(q, cos, sin), rotate(k, cos, sin), v, memory_tokens, backbone.scale)
+        hidden = hidden + layer.self_attn.o_proj(out.transpose(1, 2).reshape(batch, size, -1))
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    return torch.stack(states)
+
+
+def transfer(backbone: Backbone, adapters: UIOAdapters, states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Transfer head: memory states of one segment -> per-layer decoder K (before RoPE) and V.
+
+    K = m (W_K + B_K A_K), V = m (W_V + B_V A_V) with the transfer LoRA (paper Eq. 2); with B = 0 this
+    is exactly the frozen model's K/V of the memory states.
+
+    Args:
+        backbone: the shared decoder modules.
+        adapters: UIO's adapters (transfer LoRA).
+        states: `[L, m, D]` memory states of one segment.
+
+    Returns:
+        per layer, `([1, Hkv, m, d], [1, Hkv, m, d])`.
+    """
+    out = []
+    kv_heads, dim = backbone.n_kv_heads, backbone.head_dim
+    for index, layer_states in enumerate(states):
+        lora = adapters.transfer.layers[index].self_attn
+        k = lora.k_proj(layer_states).view(1, -1, kv_heads, dim).transpose(1, 2)
+        v = lora.v_proj(layer_states).view(1, -1, kv_heads, dim).transpose(1, 2)
+        out.append((k, v))
+    return out
+
+
+class MemoryDecoderAttention:
+    """Decoder attention of one document over `[memory of past segments ; raw open segment ; block]`.
+
+    Positions are contiguous from 0: memory slot j of the i-th kept segment at i*m + j, then the raw
+    tokens. Memory keys are rotated once per segment (re-rotated only when `keep_recent` evicts).
+    """
+
+    def __init__(self, backbone: Backbone, memory_tokens: int):
+        self.backbone = backbone
+        self.memory_tokens = memory_tokens
+        layers = len(backbone.layers)
+        self.segments: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per segment, per layer (k pre-RoPE, v)
+        self.memory_k: list[torch.Tensor | None] = [None] * layers
+        self.memory_v: list[torch.Tensor | None] = [None] * layers
+        self.raw = [KVBuffer() for _ in range(layers)]
+        self._positions: torch.Tensor | None = None
+
+    @property
+    def memory_length(self) -> int:
+        """Memory slots held (positions taken by memory)."""
+        return len(self.segments) * self.memory_tokens
+
+    @property
+    def raw_length(self) -> int:
+        """Raw tokens of the open segment held."""
+        return self.raw[0].length
+
+    def add_segment(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Append a compressed segment's memory K/V and drop the raw K/V it replaces."""
+        start = self.memory_length
+        self.segments.append(kv)
+        cos, sin = self.backbone.rope(torch.arange(start, start + self.memory_tokens, device=self.backbone.device))
+        for layer, (k, v) in enumerate(kv):
+            k = rotate(k, cos, sin)
+            self.memory_k[layer] = k if self.memory_k[layer] is None else torch.cat([self.memory_k[layer], k], dim=2)
+            self.memory_v[layer] = v if self.memory_v[layer] is None else torch.cat([self.memory_v[layer], v], dim=2)
+        self.raw = [KVBuffer() for _ in self.raw]
+
+    def drop_oldest(self) -> None:
+        """Evict the oldest segment's memory and renumber the rest from position 0."""
+        kept = self.segments[1:]
+        self.segments = []
+        self.memory_k = [None] * len(self.memory_k)
+        self.memory_v = [None] * len(self.memory_v)
+        raw = self.raw
+        for kv in kept:
+            self.add_segment(kv)
+        self.raw = raw
+
+    def attend(self, layer, q, k, v, positions):
+        """Rotate the block at its positions, cache its raw K/V, attend over memory + raw."""
+        if positions is not self._positions:
+            self._positions, self._tables = positions, self.backbone.rope(positions)
+        cos, sin = self._tables
+        raw = self.raw[layer]
+        raw.append(rotate(k, cos, sin), v)
+        keys, values = raw.k, raw.v
+        if self.memory_k[layer] is not None:
+            keys = torch.cat([self.memory_k[layer], keys], dim=2)
+            values = torch.cat([self.memory_v[layer], values], dim=2)
+        return decoder_attention(rotate(q, cos, sin), keys, values, self.backbone.scale)
+
+    def nbytes(self) -> int:
+        """Bytes of memory K/V and raw K/V held."""
+        memory = sum(t.numel() * t.element_size() for t in self.memory_k + self.memory_v if t is not None)
+        return memory + sum(buffer.nbytes() for buffer in self.raw)
+
+
+@register_method("uio")
+class UIO(LongContextModel):
+    """UIO-LLMs: segments compressed into memory tokens (32x by default) read by the frozen decoder."""
+
+    description = "UIO-LLMs: LoRA encoder compresses each segment into memory tokens read by the frozen decoder"
+    Config = UIOConfig
+
+    def __init__(self, model, tokenizer, config: UIOConfig):
+        super().__init__(model, tokenizer, config)
+        self.backbone = Backbone(model)
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.adapters = UIOAdapters(model, config.lora_rank, config.lora_alpha, eos).to(self.backbone.device)
+        if config.checkpoint:
+            self.adapters.load(config.checkpoint)
+        self.window = config.window or model.config.max_position_embeddings
+        self.max_context = config.max_context(self.window)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget memories, the open segment and positions."""
+        self.attention = MemoryDecoderAttention(self.backbone, self.config.memory_tokens)
+        self.open: list[int] = []  # ids of the open (not yet compressed) segment
+        self.compressed = 0  # tokens compressed so far
+        self.next_logits: torch.Tensor | None = None
+
+    def state_bytes(self) -> int:
+        """Bytes of memory K/V plus the raw K/V of the open segment."""
+        return self.attention.nbytes()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """LoRA weights of the encoder and transfer head, and the `<mem>` embedding."""
+        return self.adapters.trainable_parameters()
+
+    def save(self, directory) -> None:
+        """Write adapters and `<mem>` embedding (safetensors, peft state dicts)."""
+        self.adapters.save(directory)
+
+    def load(self, directory) -> None:
+        """Load what `save` wrote."""
+        self.adapters.load(directory)
+
+    def _memory_kv(self, segments: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Encode full segments in batches of `encode_batch` (they are independent) and transfer each."""
+        out = []
+        for start in range(0, len(segments), self.config.encode_batch):
+            ids = torch.tensor(segments[start : start + self.config.encode_batch], device=self.backbone.device)
+            states = encode(self.backbone, self.adapters, ids, self.config.memory_tokens)
+            out.extend(transfer(self.backbone, self.adapters, states[:, b]) for b in range(ids.shape[0]))
+        return out
+
+    def _make_room(self, tokens: int) -> None:
+        """Apply the context policy before `tokens` more tokens enter the decoder."""
+        if self.config.over_context == "error":
+            total = self.compressed + len(self.open) + tokens
+            if total > self.max_context:
+                raise InputTooLong(f"{total} tokens > max_context {self.max_context} of uio (window {self.window})")
+            return
+        attention = self.attention
+        while attention.segments and attention.memory_length + attention.raw_length + tokens > self.window:
+            attention.drop_oldest()
+
+    def _decode(self, ids: list[int]) -> torch.Tensor:
+        """Run the frozen decoder on a block inside the open segment; returns `[T, D]` final hidden states."""
+        self._make_room(len(ids))
+        start = self.attention.memory_length + self.attention.raw_length
+        positions = torch.arange(start, start + len(ids), device=self.backbone.device)
+        block = torch.tensor(ids, device=self.backbone.device)[None]
+        hidden = self.backbone(self.backbone.embed(block), positions, self.attention)[0]
+        self.open.extend(ids)
+        return hidden
+
+    def _close_segment(self, kv) -> None:
+        """The open segment is full: replace its raw K/V by its memory."""
+        self.attention.add_segment(kv)
+        self.compressed += len(self.open)
+        self.open = []
+
+    def _segments_closed_by(self, ids: list[int]) -> list[list[int]]:
+        """The full segments that feeding `ids` will close, in order."""
+        text = self.open + ids
+        return [text[i : i + self.config.segment] for i in range(0, len(text) - self.config.segment + 1, self.config.segment)]
+
+    @torch.no_grad()
+    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Log-probs of tokens 1..T-1; each segment is decoded with the memory of the ones before it."""
+        ids = input_ids.tolist()
+        memories = iter(self._memory_kv(self._segments_closed_by(ids)))
+        targets = input_ids.to(self.backbone.device)
+        out, done = [], 0
+        for block, closes in self._split(ids):
+            hidden = self._decode(block)
+            wanted = targets[done + 1 : done + 1 + len(block)]
+            out.append(self.backbone.token_logprobs(hidden[: wanted.numel()], wanted))
+            self.next_logits = self.backbone.logits(hidden[-1])
+            done += len(block)
+            if closes:
+                self._close_segment(next(memories))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor) -> None:
+        """Consume a prompt. Segments closed before the last block skip the decoder: their raw K/V would be
+        dropped at once, and their memory comes from the encoder alone (same state, less compute)."""
+        ids = input_ids.tolist()
+        memories = iter(self._memory_kv(self._segments_closed_by(ids)))
+        blocks = list(self._split(ids))
+        for index, (block, closes) in enumerate(blocks):
+            if index == len(blocks) - 1:
+                self.next_logits = self.backbone.logits(self._decode(block)[-1])
+            else:
+                self._make_room(len(block))
+                self.open.extend(block)
+            if closes:
+                self._close_segment(next(memories))
+
+    @torch.no_grad()
+    def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
+        """Greedy decoding; generated text is compressed like the prompt once a segment fills up."""
+        if self.next_logits is None:
+            raise RuntimeError("decode() needs prefill() first")
+        tokens: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(self.next_logits.argmax())
+            tokens.append(token)
+            if token in stop_ids:
+                break
+            self.next_logits = self.backbone.logits(self._decode([token])[-1])
+            if len(self.open) == self.config.segment:
+                self._close_segment(self._memory_kv([self.open])[0])
+        return tokens
+
+    def _split(self, ids: list[int]):
+        """Blocks of `ids` that end at segment boundaries: yields (block, whether it closes the open segment)."""
+        position, open_length = 0, len(self.open)
+        while position < len(ids):
+            block = ids[position : position + self.config.segment - open_length]
+            position += len(block)
+            open_length += len(block)
+            closes = open_length == self.config.segment
+            yield block, closes
+            if closes:
+                open_length = 0

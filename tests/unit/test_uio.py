@@ -1,0 +1,230 @@
+"""UIO-LLMs: kernels against naive attention, encoder mask, transfer head at B=0, streaming against a
+one-shot computation, prefill+decode against score, limits, checkpoints, and an untouched base model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import UserError
+from methods.attention import repeat_kv, rotate
+from methods.backbone import Backbone
+from methods.base import METHODS, InputTooLong
+from methods.uio.config import UIOConfig
+from methods.uio.kernels import (
+    compression_attention,
+    compression_mask,
+    compression_positions,
+    decoder_attention,
+    has_flash_attn,
+)
+from methods.uio.model import encode, transfer
+
+SMALL = dict(segment=16, memory_tokens=4, lora_rank=4, lora_alpha=16, encode_batch=3)
+
+
+def naive_attention(q, k, v, mask, scale):
+    n_rep = q.shape[1] // k.shape[1]
+    scores = (q @ repeat_kv(k, n_rep).transpose(-1, -2)) * scale
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ repeat_kv(v, n_rep)
+
+
+def qkv(t, s, seed=0, batch=2):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 4, t, 8, generator=g), torch.randn(batch, 2, s, 8, generator=g),
+            torch.randn(batch, 2, s, 8, generator=g))  # fmt: skip
+
+
+def test_compression_mask_spans():
+    mask = compression_mask(8, 4, torch.device("cpu"))
+    assert mask[:8, :8].equal(torch.ones(8, 8, dtype=torch.bool).tril()) and not mask[:8, 8:].any()
+    assert mask[8].tolist() == [True, True] + [False] * 6 + [True, False, False, False]
+    assert mask[11].tolist() == [True] * 8 + [False, False, False, True]
+    assert compression_positions(8, 4).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 2, 4, 6, 8]
+
+
+def test_compression_attention_matches_naive():
+    q, k, v = qkv(12, 12)
+    expected = naive_attention(q, k, v, compression_mask(8, 4, torch.device("cpu")), 0.3)
+    torch.testing.assert_close(compression_attention(q, k, v, 4, 0.3), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["sdpa", "sdpa-flash-backend"])
+@pytest.mark.parametrize(("t", "s"), [(1, 9), (5, 12), (7, 7)])
+def test_decoder_attention_matches_naive_bottom_right_causal(fast, t, s):
+    q, k, v = qkv(t, s, seed=t + s)
+    mask = torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+    torch.testing.assert_close(decoder_attention(q, k, v, 0.3, fast=fast), naive_attention(q, k, v, mask, 0.3),
+                               atol=1e-5, rtol=0)  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_flash_attn(), reason="flash-attn not installed")
+def test_flash_attn_path_matches_naive_on_gpu():
+    q, k, v = (x.cuda().to(torch.bfloat16) for x in qkv(64, 200))
+    mask = torch.ones(64, 200, dtype=torch.bool, device="cuda").tril(diagonal=136)
+    expected = naive_attention(q.float(), k.float(), v.float(), mask, 0.3)
+    torch.testing.assert_close(decoder_attention(q, k, v, 0.3, fast=True).float(), expected, atol=2e-2, rtol=0)
+
+
+def build(loaded, **options):
+    return METHODS.get("uio")(*loaded, UIOConfig(**{**SMALL, **options}))
+
+
+def randomise_adapters(method, seed=0):
+    """Non-zero LoRA B and a perturbed <mem> so every trainable part changes the result."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in method.adapters.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        method.adapters.memory_embedding.add_(torch.randn(method.adapters.memory_embedding.shape, generator=g))
+    return method
+
+
+def ids_of(n, seed=0):
+    return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_mem_slot_ignores_text_after_its_span(tiny_llama_gqa):
+    method = randomise_adapters(build(tiny_llama_gqa))
+    a = ids_of(16, seed=1)
+    b = a.clone()
+    b[9:] = ids_of(7, seed=2)  # slot 1 covers text 0..7, slot 2 covers 0..11
+    states = encode(method.backbone, method.adapters, torch.stack([a, b]), 4)  # [L, 2, m, D]
+    torch.testing.assert_close(states[:, 0, :2], states[:, 1, :2], atol=1e-6, rtol=0)
+    assert (states[1:, 0, 2:] - states[1:, 1, 2:]).abs().max() > 1e-4
+    # memory comes from the input of every layer's attention: layer 0 sees only the <mem> embedding
+    assert torch.allclose(states[0, 0], states[0, 1])
+
+
+def test_transfer_head_at_zero_init_is_the_frozen_kv(tiny_llama_gqa):
+    method = build(tiny_llama_gqa)
+    model = tiny_llama_gqa[0]
+    states = torch.randn(len(model.model.layers), 4, model.config.hidden_size)
+    kv = transfer(method.backbone, method.adapters, states)
+    for index, (layer, (k, v)) in enumerate(zip(model.model.layers, kv, strict=True)):
+        assert k.shape == (1, 2, 4, 16)
+        assert torch.equal(k[0].transpose(0, 1).reshape(4, -1), layer.self_attn.k_proj(states[index]))
+        assert torch.equal(v[0].transpose(0, 1).reshape(4, -1), layer.self_attn.v_proj(states[index]))
+    randomise_adapters(method)
+    k, _ = transfer(method.backbone, method.adapters, states)[0]
+    assert not torch.allclose(k[0].transpose(0, 1).reshape(4, -1), model.model.layers[0].self_attn.k_proj(states[0]))
+
+
+def one_shot_logprobs(method, ids):
+    """Reference: encode every full segment, then ONE decoder pass over [all memories ; all text] with a
+    block mask (segment s sees the memories of segments < s and its own text causally)."""
+    backbone, cfg = method.backbone, method.config
+    l, m = cfg.segment, cfg.memory_tokens
+    full = len(ids) // l if len(ids) % l else len(ids) // l - 1  # the last full segment is never needed
+    kv = [transfer(backbone, method.adapters, encode(backbone, method.adapters, ids[s * l : (s + 1) * l][None], m)[:, 0])
+          for s in range(full)]  # fmt: skip
+    n, memory = len(ids), full * m
+    seg_of = torch.arange(n) // l
+    mem_seg = torch.arange(memory) // m
+    mask = torch.cat([mem_seg[None] < seg_of[:, None],
+                      (seg_of[None] == seg_of[:, None]) & torch.ones(n, n, dtype=torch.bool).tril()], dim=1)  # fmt: skip
+    text_pos = seg_of * m + torch.arange(n) % l
+    mem_pos = torch.arange(memory)
+
+    class OneShot:
+        def attend(self, layer, q, k, v, positions):
+            cos, sin = backbone.rope(text_pos)
+            keys, values = rotate(k, cos, sin), v
+            if memory:
+                mcos, msin = backbone.rope(mem_pos)
+                mk = torch.cat([rotate(kv[s][layer][0], mcos[s * m : (s + 1) * m], msin[s * m : (s + 1) * m])
+                                for s in range(full)], dim=2)  # fmt: skip
+                mv = torch.cat([kv[s][layer][1] for s in range(full)], dim=2)
+                keys, values = torch.cat([mk, keys], dim=2), torch.cat([mv, values], dim=2)
+            return naive_attention(rotate(q, cos, sin), keys, values, mask, backbone.scale)
+
+    hidden = backbone(backbone.embed(ids[None]), torch.arange(n), OneShot())[0]
+    return backbone.token_logprobs(hidden[:-1], ids[1:])
+
+
+@pytest.mark.parametrize("length", [16, 50, 64])
+def test_streaming_score_equals_one_shot(tiny_llama_gqa, length):
+    method = randomise_adapters(build(tiny_llama_gqa))
+    ids = ids_of(length, seed=3)
+    torch.testing.assert_close(method.score(ids), one_shot_logprobs(method, ids), atol=1e-4, rtol=0)
+
+
+def test_score_in_pieces_equals_score_at_once(tiny_llama_gqa):
+    """A document scored in two calls: the second call's first token is predicted by the state the
+    first call left (`next_logits`), and every other token as in one call."""
+    method = randomise_adapters(build(tiny_llama_gqa))
+    ids = ids_of(60, seed=4)
+    whole = method.score(ids)
+    method.reset()
+    first = method.score(ids[:21])
+    bridge = torch.log_softmax(method.next_logits, -1)[ids[21]]
+    second = method.score(ids[21:])
+    torch.testing.assert_close(torch.cat([first, bridge[None], second]), whole, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("prompt", [29, 32, 5])
+def test_prefill_decode_equals_greedy_under_score(tiny_llama_gqa, prompt):
+    method = randomise_adapters(build(tiny_llama_gqa))
+    ids = ids_of(prompt, seed=5)
+    method.prefill(ids)
+    decoded = method.decode(12, stop_ids=[])  # crosses segment boundaries: compresses generated text
+    sequence = ids
+    for token in decoded:
+        method.reset()
+        method.score(sequence)
+        assert int(method.next_logits.argmax()) == token
+        sequence = torch.cat([sequence, torch.tensor([token])])
+
+
+def test_state_is_memory_plus_open_segment(tiny_llama_gqa):
+    method = build(tiny_llama_gqa)
+    per_token = Backbone(tiny_llama_gqa[0]).kv_bytes_per_token()
+    method.prefill(ids_of(16 * 5 + 3))
+    assert method.state_bytes() == (5 * 4 + 3) * per_token
+    method.reset()
+    method.prefill(ids_of(16 * 5))
+    assert method.state_bytes() == 5 * 4 * per_token
+
+
+def test_context_limit_paper_arithmetic_and_policies(tiny_llama_gqa):
+    assert UIOConfig().max_context(4096) == 99_328  # 96 segments x 1024 + one raw segment
+    assert UIOConfig(memory_tokens=128).max_context(4096) == 25_600
+    method = build(tiny_llama_gqa, window=32)  # 4 memories x 4 + 16 raw
+    assert method.max_context == 16 * 4 + 16
+    method.score(ids_of(80))
+    method.reset()
+    with pytest.raises(InputTooLong, match="max_context 80"):
+        method.score(ids_of(81))
+    recent = build(tiny_llama_gqa, window=32, over_context="keep_recent")
+    assert recent.max_context is None
+    out = recent.score(ids_of(300))
+    kept = recent.attention
+    assert torch.isfinite(out).all() and kept.memory_length + kept.raw_length <= 32 and len(kept.segments) < 18
+
+
+def test_checkpoint_round_trip(tiny_llama_gqa, tmp_path):
+    trained = randomise_adapters(build(tiny_llama_gqa), seed=7)
+    ids = ids_of(50)
+    expected = trained.score(ids)
+    trained.save(tmp_path / "ckpt")
+    loaded = build(tiny_llama_gqa, checkpoint=str(tmp_path / "ckpt"))
+    torch.testing.assert_close(loaded.score(ids), expected, atol=0, rtol=0)
+    assert (build(tiny_llama_gqa).score(ids) - expected).abs().max() > 1e-4
+    with pytest.raises(UserError, match="has no encoder_adapter.safetensors"):
+        build(tiny_llama_gqa, checkpoint=str(tmp_path))
+
+
+def test_base_model_is_untouched_and_few_parameters_train(tiny_llama_gqa):
+    model, tokenizer = tiny_llama_gqa
+    ids = ids_of(40)
+    before = model(ids[None]).logits
+    method = randomise_adapters(build(tiny_llama_gqa))
+    assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    torch.testing.assert_close(model(ids[None]).logits, before, atol=0, rtol=0)
+    trainable = sum(p.numel() for p in method.trainable_parameters())
+    layers, hidden, kv = 2, 64, 32
+    lora = lambda fan_in, fan_out: 4 * (fan_in + fan_out)  # noqa: E731
+    assert trainable == layers * (lora(hidden, hidden) + 2 * lora(hidden, kv) + lora(hidden, kv)) + hidden
+    assert all(not p.requires_grad for p in model.parameters())
