@@ -4,6 +4,7 @@ lch list                                   methods and tasks
 lch eval --method full --task passkey ...  one method x one task (a one-cell-per-length sweep)
 lch run examples/quick.yaml                a sweep file
 lch results results/lch.sqlite             mean score per method x task x length
+lch report results/lch.sqlite --out rep    comparison report: markdown, HTML, figures
 """
 
 from __future__ import annotations

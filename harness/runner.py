@@ -140,4 +140,10 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
 
 
 def _stored_score(row) -> Score:
-    return Score(score=row["score"], metrics=json.loads(row["metrics"]), prediction=row["prediction"] or "")
+    """A stored sample as the task's `Score`; `details` come back from the merged metadata column."""
+    return Score(
+        score=row["score"],
+        metrics=json.loads(row["metrics"]),
+        prediction=row["prediction"] or "",
+        details=json.loads(row["metadata"] or "{}"),
+    )

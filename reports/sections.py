@@ -1,0 +1,297 @@
+"""The report as a list of sections of display blocks (text, tables of strings, figures, code).
+
+Both writers (markdown and HTML) render the same blocks, so a cell shown as OOM in one is shown as
+OOM in the other. Numbers are formatted here; escaping is the writers' job.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from reports.cost import METRICS
+from reports.tasks import longbench_order
+
+STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
+EXAMPLES_PER_TASK = 2
+PREDICTION_CHARS = 160
+
+
+@dataclass
+class Block:
+    """One display element: `kind` is text, table, figure or code."""
+
+    kind: str
+    text: str = ""
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    name: str = ""  # figure name (PNG file stem)
+
+
+@dataclass
+class Section:
+    """A titled list of blocks."""
+
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def text(self, text: str) -> None:
+        """Append a paragraph."""
+        self.blocks.append(Block("text", text=text))
+
+    def table(self, frame: pd.DataFrame, caption: str = "") -> None:
+        """Append a table of already formatted values (index ignored)."""
+        rows = [[str(v) for v in row] for row in frame.itertuples(index=False)]
+        self.blocks.append(Block("table", text=caption, columns=[str(c) for c in frame.columns], rows=rows))
+
+    def figure(self, name: str, caption: str) -> None:
+        """Append a figure by name (the writer adds the PNG)."""
+        self.blocks.append(Block("figure", text=caption, name=name))
+
+
+def fmt(value, digits: int = 3) -> str:
+    """Format a number short enough for a table cell; `–` for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and abs(value) < 1e-12:
+        value = 0.0  # a fitted slope of 6e-16 is a flat line; printing it in e-notation misleads
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
+        return f"{int(value):,}"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.1f}"
+    if magnitude >= 1 or magnitude == 0:
+        return f"{value:.{digits - 1}f}" if magnitude < 10 else f"{value:.{max(digits - 2, 0)}f}"
+    return f"{value:.{digits}g}"
+
+
+def count(value) -> str:
+    """Format a count (stored as float in aggregates) as an integer; `–` for missing."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
+
+
+def score_text(row) -> str:
+    """`0.667 [0.333, 1.00] n=3`, or the cell's failure status (OOM is a result, never a blank)."""
+    if row["status"] in STATUS_TEXT:
+        return STATUS_TEXT[row["status"]] + (f" (after {row['n']} samples)" if row["n"] else "")
+    if row["n"] == 0 and not (isinstance(row["value"], float) and math.isfinite(row["value"])):
+        return "no samples" if row["status"] != "running" else "running (no samples)"
+    interval = f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
+    text = f"{fmt(row['value'])}{interval} n={row['n']}" + (f" ({row['skipped']} skipped)" if row["skipped"] else "")
+    return text + (" (running)" if row["status"] == "running" else "")
+
+
+def summary_section(summary: pd.DataFrame) -> Section:
+    """Section 1: methods x lengths per task, with failures listed with their error."""
+    section = Section("Summary")
+    section.text(
+        "Headline metric per cell: point value from the cell's aggregate, 95% percentile bootstrap interval over "
+        "samples, sample count. OOM / failed / over-length cells are shown as such."
+    )
+    for task, group in summary.groupby("task"):
+        direction = "higher" if group["higher_is_better"].iloc[0] else "lower"
+        grid = group.assign(text=group.apply(score_text, axis=1)).pivot(index="method", columns="length", values="text")
+        grid = grid.reindex(columns=sorted(grid.columns)).fillna("not run").reset_index()
+        grid.columns = ["method", *[str(c) for c in grid.columns[1:]]]
+        section.table(grid, f"{task}: {group['metric'].iloc[0]} ({direction} is better) by input length (tokens)")
+    failed = summary[summary["status"].isin(list(STATUS_TEXT))]
+    if len(failed):
+        errors = failed.assign(
+            status=failed["status"].map(STATUS_TEXT),
+            error=failed["error"].fillna("").map(lambda e: e.splitlines()[0][:200] if e else ""),
+        )[["task", "method", "length", "status", "error"]]
+        section.table(errors, "Cells that did not finish")
+    return section
+
+
+def passkey_section(tables: dict, figures: dict) -> Section:
+    """Section 2: heatmap, accuracy vs length, depth table."""
+    section = Section("Passkey retrieval")
+    for name in ("passkey_heatmap", "passkey_length"):
+        if name in figures:
+            section.figure(name, figures[name])
+    depth = tables["passkey_depth"].assign(text=lambda f: f["accuracy"].map(fmt) + " (" + f["n"].astype(str) + ")")
+    grid = depth.pivot(index=["method", "depth"], columns="length", values="text").fillna("–").reset_index()
+    grid.columns = [str(c) for c in grid.columns]
+    section.table(grid, "Accuracy (samples) per method and needle depth, by input length")
+    return section
+
+
+def perplexity_section(tables: dict, figures: dict) -> Section:
+    """Section 3: perplexity table with protocol, perplexity vs length, per-position NLL."""
+    section = Section("Perplexity")
+    frame = tables["perplexity"]
+    shown = pd.DataFrame(
+        {
+            "method": frame["method"], "length": frame["length"],
+            "perplexity": [f"{fmt(p)} [{fmt(lo)}, {fmt(hi)}]" if isinstance(lo, float) and math.isfinite(lo)
+                           else (STATUS_TEXT.get(s) or fmt(p)) for p, lo, hi, s in
+                           zip(frame["perplexity"], frame["ci_low"], frame["ci_high"], frame["status"], strict=True)],
+            "tokens": frame["tokens"].map(count), "documents": frame["documents"].map(count),
+            "skipped docs": frame["skipped_documents"].map(count), "protocol": frame["protocol"],
+        }
+    )  # fmt: skip
+    section.table(shown, "Token-weighted perplexity exp(sum NLL / tokens) (lower is better), 95% document bootstrap")
+    for name in ("perplexity_length", "position_nll"):
+        if name in figures:
+            section.figure(name, figures[name])
+    return section
+
+
+def longbench_section(tables: dict) -> Section:
+    """Section 4: per-dataset scores, category averages, EN/ZH averages, 16-EN mean, truncated/skipped counts."""
+    section = Section("LongBench")
+    frame = tables["longbench"].assign(column=lambda f: f["method"] + " @" + f["length"].astype(str))
+    grid = frame.pivot_table(index="key", columns="column", values="value", aggfunc="first")
+    grid = grid.reindex(longbench_order(frame))
+    counts = grid.index.isin(frame.loc[frame["kind"] == "count", "key"])
+    grid = grid.astype(object)
+    grid[counts] = grid[counts].map(count)
+    grid[~counts] = grid[~counts].map(fmt)
+    grid.insert(0, "category", [frame.loc[frame["key"] == k, "category"].iloc[0] for k in grid.index])
+    section.text(
+        "avg_en / avg_zh: official averages (mean of category means); avg_en16: mean over the 16 English datasets "
+        "used by method papers; average: the headline. Skipped samples are excluded from means."
+    )
+    section.table(grid.reset_index().rename(columns={"key": "dataset / average"}), "Scores per method @ length")
+    return section
+
+
+def cost_section(tables: dict, figures: dict) -> Section:
+    """Section 5: median costs per method x length, fitted exponents, the log-log figure."""
+    section = Section("Cost")
+    cost = tables["cost"]
+    metrics = [m for m in METRICS if cost[m].notna().any()]
+    median = cost.groupby(["method", "length"])[["input_tokens", *metrics]].median().reset_index()
+    shown = median[["method", "length"]].copy()
+    shown["input tokens"] = median["input_tokens"].map(fmt)
+    for metric in metrics:
+        label, unit = METRICS[metric]
+        scale, unit = (2**20, "MiB") if unit == "bytes" else (1e9, "GFLOP") if unit == "FLOP" else (1, unit)
+        shown[f"{label} ({unit})"] = (median[metric] / scale).map(fmt)
+    section.table(shown, "Median cost per sample")
+    if "scaling" in tables:
+        fits = tables["scaling"].assign(text=lambda f: [
+            f"{fmt(k)} (r²={fmt(r2)}, {n} pts)" if math.isfinite(k) else f"n/a (one length, {n} pts)"
+            for k, r2, n in zip(f["exponent"], f["r2"], f["points"], strict=True)
+        ])  # fmt: skip
+        grid = fits.pivot(index="method", columns="metric", values="text").fillna("–")
+        grid = grid[[m for m in METRICS if m in grid.columns]].rename(columns=lambda m: METRICS[m][0]).reset_index()
+        section.text("Scaling exponent k of cost ∝ (input tokens)^k, least squares in log-log over samples: linear "
+                     "methods sit near 1, full-attention prefill approaches 2 as attention dominates.")  # fmt: skip
+        section.table(grid, "Fitted scaling exponents")
+    if "cost" in figures:
+        section.figure("cost", figures["cost"])
+    return section
+
+
+def tradeoff_section(tables: dict, figures: dict) -> Section:
+    """Section 6: score vs cost scatter per task, Pareto cells listed."""
+    section = Section("Accuracy vs cost")
+    frame = tables["tradeoff"]
+    for task in sorted(frame["task"].unique()):
+        section.figure(f"tradeoff_{task}", figures[f"tradeoff_{task}"])
+    shown = pd.DataFrame(
+        {
+            "task": frame["task"], "method": frame["method"], "length": frame["length"], "metric": frame["metric"],
+            "value": frame["value"].map(fmt), "peak memory (MiB)": (frame["peak_mem_bytes"] / 2**20).map(fmt),
+            "prefill (s)": frame["prefill_s"].map(fmt), "Pareto (memory)": frame["pareto_mem"].map(fmt),
+            "Pareto (prefill)": frame["pareto_prefill"].map(fmt),
+        }
+    )  # fmt: skip
+    section.table(shown, "Per cell: headline vs median peak memory and prefill time; Pareto-optimal cells marked")
+    return section
+
+
+def paired_section(tables: dict, baseline: str) -> Section:
+    """Section 7: method minus baseline on the same instances."""
+    section = Section(f"Paired comparison against {baseline}")
+    if "paired" not in tables:
+        labels = ", ".join(sorted(tables["summary"]["method"].unique()))
+        section.text(f"No paired comparison: no sample of baseline '{baseline}' shares an instance with another "
+                     f"method (methods in the store: {labels}; choose one with --baseline).")  # fmt: skip
+        return section
+    frame = tables["paired"]
+    shown = pd.DataFrame(
+        {
+            "task": frame["task"], "length": frame["length"], "method": frame["method"], "pairs": frame["pairs"],
+            "mean diff [95% CI]": [f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]" for m, lo, hi in
+                                   zip(frame["mean_diff"], frame["ci_low"], frame["ci_high"], strict=True)],
+            "p (sign flip)": frame["p_value"].map(lambda p: fmt(p, 2)),
+            "direction": frame["higher_is_better"].map(lambda h: "higher is better" if h else "lower is better"),
+        }
+    )  # fmt: skip
+    section.text(f"Difference = method − {baseline} of the per-sample score on the same instance (joined on task, "
+                 "length, instance id; skipped samples excluded); paired bootstrap 95% interval and two-sided "
+                 "sign-flip permutation p-value (exact for ≤14 pairs), seeded.")  # fmt: skip
+    section.table(shown)
+    return section
+
+
+def examples_section(samples: pd.DataFrame) -> Section:
+    """Show a few predictions per task and method (the first instances at the longest length)."""
+    section = Section("Example predictions")
+    rows = []
+    for task, group in samples[samples["prediction"].notna()].groupby("task"):
+        longest = group[group["length"] == group["length"].max()]
+        ids = sorted(longest["instance_id"].dropna().unique())[:EXAMPLES_PER_TASK]
+        for _, row in longest[longest["instance_id"].isin(ids)].sort_values(["instance_id", "method"]).iterrows():
+            rows.append({"task": task, "instance": row["instance_id"], "method": row["method"],
+                         "target": _clip(row["target"]), "prediction": _clip(row["prediction"]),
+                         "score": fmt(row["score"])})  # fmt: skip
+    if rows:
+        section.table(pd.DataFrame(rows))
+    return section
+
+
+def _clip(text) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= PREDICTION_CHARS else text[:PREDICTION_CHARS] + "…"
+
+
+def provenance_section(tables: dict) -> Section:
+    """Section 8: runs, packages, method configs with their documented deviations, task configs."""
+    section = Section("Provenance")
+    section.table(tables["runs"].fillna("–"), "Runs (dates UTC, command, lch commit, device)")
+    models = tables["methods"][["method", "model", "dtype"]]
+    section.table(models, "Base model per method")
+    packages = tables["packages"]
+    if len(packages):
+        note = f" ({packages.attrs['note']})" if "note" in packages.attrs else ""
+        section.table(packages, "Package versions" + note)
+    for _, row in tables["methods"].iterrows():
+        section.text(f"Method {row['method']} (registered as '{row['name']}'), config:")
+        section.blocks.append(Block("code", text=row["config"]))
+        if row["docstring"]:
+            section.blocks.append(Block("code", text=row["docstring"]))
+    section.table(tables["tasks"].assign(higher_is_better=tables["tasks"]["higher_is_better"].map(fmt)),
+                  "Task configs (protocols and policies)")  # fmt: skip
+    return section
+
+
+def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline: str) -> list[Section]:
+    """All sections the store has data for, in report order; `figures` maps figure name -> caption."""
+    out = [summary_section(tables["summary"])]
+    if "passkey_depth" in tables:
+        out.append(passkey_section(tables, figures))
+    if "perplexity" in tables:
+        out.append(perplexity_section(tables, figures))
+    if "longbench" in tables:
+        out.append(longbench_section(tables))
+    if "cost" in tables:
+        out.append(cost_section(tables, figures))
+    if "tradeoff" in tables:
+        out.append(tradeoff_section(tables, figures))
+    if tables["summary"]["method"].nunique() > 1:
+        out.append(paired_section(tables, baseline))
+    examples = examples_section(tables["samples"])
+    if examples.blocks:
+        out.append(examples)
+    out.append(provenance_section(tables))
+    return out

@@ -1,0 +1,230 @@
+"""Tables of a report, built from a results store with pandas: `build(store_path)` -> dict of DataFrames.
+
+Every table has a `method` column holding the cell label (what the sweep called the method), so a
+method run twice with different options shows as two methods. Only tables the store has data for
+are returned; `summary`, `cells`, `samples` and the provenance tables are always there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UserError
+from reports import stats
+from reports.cost import cost_samples, scaling
+from reports.tasks import longbench, passkey_depth, perplexity, position_nll
+
+
+def _json(text) -> dict:
+    return json.loads(text) if isinstance(text, str) and text else {}
+
+
+@functools.cache
+def higher_is_better(task: str) -> bool:
+    """Return the task's declared direction; unknown task names count as higher-better."""
+    from tasks.base import TASKS
+
+    try:
+        return bool(TASKS.get(task).higher_is_better)
+    except (UserError, ImportError):  # a task module whose optional dependency is missing must not stop a report
+        return True
+
+
+def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
+    """Read `cells`, `samples` (joined with their cell's method/task/length) and `runs`, JSON decoded."""
+    path = Path(store_path)
+    if not path.is_file():
+        raise UserError(f"results store '{path}' not found")
+    try:
+        # Read-only, and closed when done (sqlite3's own context manager only commits).
+        with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+            cells = pd.read_sql_query("SELECT * FROM cells", db)
+            samples = pd.read_sql_query("SELECT * FROM samples ORDER BY cell_id, idx", db)
+            runs = pd.read_sql_query("SELECT * FROM runs ORDER BY started", db)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as error:
+        raise UserError(f"'{path}' is not an lch results store ({str(error).splitlines()[0]})") from None
+    if cells.empty:
+        raise UserError(f"results store '{path}' has no cells yet (run a sweep into it first)")
+    for column in ("method_config", "task_config", "aggregate"):
+        cells[column] = cells[column].map(_json)
+    cells["label"] = _unique_labels(cells)
+    for column in ("metrics", "metadata"):
+        samples[column] = samples[column].map(_json)
+    keys = cells[["cell_id", "label", "method", "task", "length", "model", "headline"]]
+    samples = samples.merge(keys.rename(columns={"method": "method_name"}), on="cell_id", how="inner")
+    samples = samples.rename(columns={"label": "method"})
+    samples["skipped"] = samples["metrics"].map(lambda m: float(m.get("skipped", 0.0) or 0.0) >= 1.0)
+    runs["packages"] = runs["packages"].map(_json)
+    return {"cells": cells, "samples": samples, "runs": runs}
+
+
+def _unique_labels(cells: pd.DataFrame) -> pd.Series:
+    """Cell labels made unique per (task, length): model name if the store mixes models, then seed or cell id."""
+    labels = cells["label"].fillna(cells["method"]).astype(str)
+    if cells["model"].nunique() > 1:
+        labels = labels + " [" + cells["model"].astype(str) + "]"
+    for _, group in cells.groupby([cells["task"], cells["length"], labels]):
+        if len(group) > 1:
+            seeds_differ = group["seed"].nunique() == len(group)
+            for index, row in group.iterrows():
+                labels[index] += f" (seed {row['seed']})" if seeds_differ else f" ({row['cell_id'][:6]})"
+    return labels
+
+
+def _interval(group: pd.DataFrame, point: float, seed: int) -> tuple[float, float]:
+    """Bootstrap interval of a cell's headline statistic over its samples.
+
+    Perplexity-style cells (metrics carry `nll_sum` and `tokens`) resample documents and recompute
+    `exp(sum nll / sum tokens)`; LongBench-style cells (metadata carries `dataset`) resample within
+    datasets and average the dataset means, rescaled when the aggregate is in percent; other cells
+    resample the sample scores.
+    """
+    metrics = group["metrics"]
+    if len(group) and all("nll_sum" in m and "tokens" in m for m in metrics):
+        nll = [m["nll_sum"] for m in metrics]
+        tokens = [m["tokens"] for m in metrics]
+        return stats.bootstrap_ratio_ci(nll, tokens, seed=seed, transform=np.exp)
+    datasets = group["metadata"].map(lambda m: m.get("dataset"))
+    if len(group) and datasets.notna().all():
+        low, high = stats.stratified_bootstrap_ci(group["score"], datasets, seed=seed)
+        macro = group.groupby(datasets)["score"].mean().mean()
+        # LongBench reports dataset means x100 (research/harness-anchors.md 2.4); samples may be in [0, 1].
+        scale = 100.0 if macro and math.isclose(point, 100.0 * macro, rel_tol=1e-3) else 1.0
+        return low * scale, high * scale
+    return stats.bootstrap_mean_ci(group["score"], seed=seed)
+
+
+def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per cell: headline value, 95% bootstrap interval, sample count, status (and error)."""
+    scored = samples[~samples["skipped"] & samples["score"].notna()]
+    by_cell = dict(tuple(scored.groupby("cell_id")))
+    rows = []
+    for _, cell in cells.iterrows():
+        group = by_cell.get(cell["cell_id"], scored.iloc[:0])
+        headline = cell["headline"]
+        value = cell["aggregate"].get(headline)
+        if value is None or not np.isfinite(value):
+            value = float(group["score"].mean()) if len(group) else float("nan")
+        low, high = _interval(group, value, seed) if len(group) else (float("nan"), float("nan"))
+        rows.append(
+            {
+                "task": cell["task"], "method": cell["label"], "length": int(cell["length"]),
+                "metric": headline, "value": value, "ci_low": low, "ci_high": high, "n": len(group),
+                "skipped": int(samples.loc[samples["cell_id"] == cell["cell_id"], "skipped"].sum()),
+                "status": cell["status"], "error": cell["error"], "higher_is_better": higher_is_better(cell["task"]),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["task", "method", "length"], ignore_index=True)
+
+
+def tradeoff(summary_frame: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Per finished cell: headline value against median peak memory and prefill time, Pareto flags per task."""
+    cost = samples.groupby(["task", "method", "length"])[["peak_mem_bytes", "prefill_s"]].median().reset_index()
+    frame = summary_frame[summary_frame["value"].notna()].merge(cost, on=["task", "method", "length"], how="inner")
+    frame = frame[["task", "method", "length", "metric", "value", "peak_mem_bytes", "prefill_s", "higher_is_better"]]
+    parts = []
+    for _, group in frame.groupby("task"):
+        group = group.copy()
+        better = bool(group["higher_is_better"].iloc[0])
+        group["pareto_mem"] = stats.pareto_front(group["peak_mem_bytes"], group["value"], better)
+        group["pareto_prefill"] = stats.pareto_front(group["prefill_s"], group["value"], better)
+        parts.append(group)
+    return pd.concat(parts, ignore_index=True) if parts else frame
+
+
+def paired(samples: pd.DataFrame, baseline: str, seed: int = 0) -> pd.DataFrame:
+    """Compare each method with `baseline` on the same instances: mean difference, 95% CI, sign-flip p."""
+    scored = samples[~samples["skipped"] & samples["score"].notna()]
+    keys = ["task", "length", "instance_id"]
+    base = scored[scored["method"] == baseline][[*keys, "score"]].drop_duplicates(keys)
+    rows = []
+    others = scored[scored["method"] != baseline]
+    joined = others.merge(base, on=keys, suffixes=("", "_baseline"))
+    for (task, length, method), group in joined.groupby(["task", "length", "method"]):
+        mean, low, high = stats.paired_bootstrap(group["score"], group["score_baseline"], seed=seed)
+        rows.append(
+            {
+                "task": task, "length": int(length), "method": method, "baseline": baseline, "pairs": len(group),
+                "mean_diff": mean, "ci_low": low, "ci_high": high,
+                "p_value": stats.sign_flip_pvalue(group["score"] - group["score_baseline"], seed=seed),
+                "higher_is_better": higher_is_better(task),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Collect runs (dates, command, commit, device), package versions, method configs and task configs.
+
+    Each method row carries its Config docstring, where deviations from the official defaults are written.
+    """
+    from methods.base import METHODS
+
+    run_table = runs[["run_id", "started", "finished", "command", "git_commit", "device"]]
+    packages = pd.DataFrame(
+        [{"package": k, "version": v} for k, v in (runs["packages"].iloc[-1] if len(runs) else {}).items()]
+    )
+    if len(runs) > 1:
+        seen = runs["packages"].map(lambda p: tuple(sorted(p.items()))).nunique()
+        packages.attrs["note"] = f"latest run shown; {seen} distinct package sets over {len(runs)} runs"
+    methods = []
+    for label, group in cells.groupby("label"):
+        first = group.iloc[0]
+        try:
+            doc = METHODS.get(first["method"]).Config.__doc__ or ""
+        except (UserError, ImportError):
+            doc = "(method not registered in this lch version)"
+        methods.append(
+            {"method": label, "name": first["method"], "model": first["model"], "dtype": first["dtype"],
+             "config": json.dumps(first["method_config"], sort_keys=True), "docstring": _clean(doc)}
+        )  # fmt: skip
+    configs = cells.assign(config=cells["task_config"].map(lambda c: json.dumps(c, sort_keys=True)))
+    tasks = configs.drop_duplicates(["task", "task_version", "config"])[["task", "task_version", "headline", "config"]]
+    tasks = tasks.assign(higher_is_better=tasks["task"].map(higher_is_better)).reset_index(drop=True)
+    return {"runs": run_table, "packages": packages, "methods": pd.DataFrame(methods), "tasks": tasks}
+
+
+def _clean(doc: str) -> str:
+    import inspect
+
+    return inspect.cleandoc(doc) if doc else ""
+
+
+def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Every report table from a store (seeded, so the same store gives the same numbers).
+
+    Args:
+        store_path: SQLite store written by `lch run` / `lch eval`.
+        baseline: cell label the paired comparison is taken against.
+        seed: seed of the bootstrap and permutation draws.
+
+    Returns:
+        Name -> DataFrame; see the module docstring for which names are always present.
+
+    """
+    data = load(store_path)
+    cells, samples, runs = data["cells"], data["samples"], data["runs"]
+    tables = {**data, "summary": summary(cells, samples, seed)}
+    tables.update(
+        {
+            "passkey_depth": passkey_depth(samples),
+            "perplexity": perplexity(cells, tables["summary"]),
+            "position_nll": position_nll(samples),
+            "longbench": longbench(cells, samples),
+            "cost": cost_samples(samples),
+        }
+    )
+    tables["scaling"] = scaling(tables["cost"])
+    tables["tradeoff"] = tradeoff(tables["summary"], samples)
+    tables["paired"] = paired(samples, baseline, seed)
+    tables.update(provenance(cells, runs))
+    always = {"cells", "samples", "runs", "summary", "packages", "methods", "tasks"}
+    return {name: frame for name, frame in tables.items() if name in always or not frame.empty}

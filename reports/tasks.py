@@ -1,0 +1,134 @@
+"""Task-specific report tables: passkey depth grid, perplexity with its protocol, LongBench averages.
+
+Each reads the per-sample fields its task writes (the contracts are in the task modules and the
+reports issue) and returns an empty frame when the store has no cell of that task.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+# LongBench aggregate keys that are not dataset names, in the order the table shows them.
+LONGBENCH_AVERAGES = ("avg_en", "avg_zh", "avg_en16", "average")
+LONGBENCH_COUNTS = ("truncated", "skipped")
+
+
+def passkey_depth(samples: pd.DataFrame) -> pd.DataFrame:
+    """Mean passkey accuracy and sample count per method x length x needle depth."""
+    rows = samples[(samples["task"] == "passkey") & samples["score"].notna() & ~samples["skipped"]]
+    rows = rows.assign(depth=rows["metadata"].map(lambda m: m.get("depth"))).dropna(subset=["depth"])
+    if rows.empty:
+        return pd.DataFrame(columns=["method", "length", "depth", "accuracy", "n"])
+    grouped = rows.groupby(["method", "length", "depth"])["score"].agg(accuracy="mean", n="count")
+    return grouped.reset_index()
+
+
+def protocol_text(config: dict) -> str:
+    """`protocol=sliding, window=4096, stride=2048` from a perplexity task config (the keys it has)."""
+    keys = [k for k in ("protocol", "window", "stride") if config.get(k) is not None]
+    return ", ".join(f"{k}={config[k]}" for k in keys) or json.dumps(config, sort_keys=True)
+
+
+def perplexity(cells: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per perplexity cell: token-weighted perplexity with the summary's interval, counts, protocol."""
+    mine = cells[cells["task"] == "perplexity"]
+    if mine.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, cell in mine.iterrows():
+        aggregate = cell["aggregate"]
+        rows.append(
+            {
+                "method": cell["label"], "length": int(cell["length"]), "status": cell["status"],
+                "perplexity": aggregate.get("perplexity", np.nan), "tokens": aggregate.get("tokens", np.nan),
+                "documents": aggregate.get("documents", np.nan),
+                "skipped_documents": aggregate.get("skipped_documents", np.nan),
+                "protocol": protocol_text(cell["task_config"]),
+            }
+        )  # fmt: skip
+    frame = pd.DataFrame(rows)
+    interval = summary[summary["task"] == "perplexity"][["method", "length", "ci_low", "ci_high", "n"]]
+    frame = frame.merge(interval, on=["method", "length"], how="left")
+    return frame.sort_values(["method", "length"], ignore_index=True)
+
+
+def position_nll(samples: pd.DataFrame) -> pd.DataFrame:
+    """NLL per token in each position bucket, summed over the documents of a method x length.
+
+    Rows: method, length, bucket (index), position (first token of the bucket), nll_sum, tokens,
+    nll (= nll_sum / tokens) and perplexity (= exp(nll)).
+    """
+    mine = samples[(samples["task"] == "perplexity") & ~samples["skipped"]]
+    rows = []
+    for _, sample in mine.iterrows():
+        curve = sample["metadata"].get("position_nll")
+        if not curve:
+            continue
+        for index, (nll, tokens) in enumerate(zip(curve["nll_sum"], curve["tokens"], strict=False)):
+            rows.append(
+                {"method": sample["method"], "length": int(sample["length"]), "bucket": index,
+                 "position": index * int(curve["bucket"]), "nll_sum": float(nll), "tokens": int(tokens)}
+            )  # fmt: skip
+    if not rows:
+        return pd.DataFrame()
+    keys = ["method", "length", "bucket", "position"]
+    frame = pd.DataFrame(rows).groupby(keys, as_index=False)[["nll_sum", "tokens"]].sum()
+    frame = frame[frame["tokens"] > 0]
+    frame["nll"] = frame["nll_sum"] / frame["tokens"]
+    frame["perplexity"] = np.exp(frame["nll"])
+    return frame.reset_index(drop=True)
+
+
+def longbench(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Long table of LongBench numbers per method x length: `key`, `kind`, `value`.
+
+    `kind` is `dataset`, `category`, `average`, `length bucket` (LongBench-E `e/...` keys) or `count`
+    (truncated / skipped samples). Values come
+    from the cell aggregate; datasets missing there (an unfinished cell) are averaged from the
+    samples, skipped samples excluded.
+    """
+    mine = cells[cells["task"] == "longbench"]
+    if mine.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, cell in mine.iterrows():
+        aggregate = dict(cell["aggregate"])
+        own = samples[samples["cell_id"] == cell["cell_id"]]
+        meta = own["metadata"]
+        datasets = meta.map(lambda m: m.get("dataset"))
+        categories = dict(zip(datasets, meta.map(lambda m: m.get("category")), strict=False))
+        used = own[~own["skipped"] & own["score"].notna()]
+        for dataset, mean in used.groupby(datasets[used.index])["score"].mean().items():
+            aggregate.setdefault(dataset, mean)
+        aggregate.setdefault("truncated", float(meta.map(lambda m: bool(m.get("truncated"))).sum()))
+        aggregate.setdefault("skipped", float(own["skipped"].sum()))
+        for key, value in aggregate.items():
+            if key.startswith("category/"):
+                kind, category = "category", key.split("/", 1)[1]
+            elif key in LONGBENCH_AVERAGES:
+                kind, category = "average", ""
+            elif key in LONGBENCH_COUNTS:
+                kind, category = "count", ""
+            elif key.startswith("e/"):  # LongBench-E length buckets: e/<bucket> and e/<bucket>/<dataset>
+                kind, category = "length bucket", ""
+            else:
+                kind, category = "dataset", categories.get(key) or ""
+            rows.append(
+                {"method": cell["label"], "length": int(cell["length"]), "key": key, "kind": kind,
+                 "category": category, "value": value}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def longbench_order(frame: pd.DataFrame) -> list[str]:
+    """Row order for the LongBench table: datasets by category, categories, averages, LongBench-E buckets, counts."""
+    datasets = frame[frame["kind"] == "dataset"].sort_values(["category", "key"])["key"].unique().tolist()
+    categories = sorted(frame.loc[frame["kind"] == "category", "key"].unique())
+    buckets = sorted(frame.loc[frame["kind"] == "length bucket", "key"].unique())
+    present = set(frame["key"])
+    averages = [k for k in LONGBENCH_AVERAGES if k in present]
+    counts = [k for k in LONGBENCH_COUNTS if k in present]
+    return [*datasets, *categories, *averages, *buckets, *counts]

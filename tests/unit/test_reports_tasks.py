@@ -1,0 +1,166 @@
+"""Perplexity and LongBench report sections from rows written with `Store` following the tasks' contracts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.store import Store
+from reports import build
+from reports.render import write_report
+
+PROVENANCE = {"git_commit": "abc123", "packages": {"torch": "2.13"}, "device": "cpu: test"}
+
+
+def _cell(store: Store, cell_id: str, label: str, task: str, headline: str, length: int, task_config: dict) -> None:
+    store.open_cell(
+        cell_id, "run1",
+        {"label": label, "model": "tiny-random-llama", "dtype": "float32", "device": "cpu", "method": label,
+         "method_config": {}, "task": task, "task_version": 1, "task_config": task_config, "headline": headline,
+         "length": length, "seed": 0},
+    )  # fmt: skip
+
+
+def _cost(tokens: int, method: str) -> dict:
+    # full: quadratic prefill; streaming: linear; no decode for perplexity.
+    prefill = 1e-7 * tokens**2 if method == "full" else 1e-4 * tokens
+    return {"input_tokens": tokens, "prefill_s": prefill, "decode_s": 0.0, "decode_tokens": 0,
+            "peak_mem_bytes": 1000 * tokens, "state_bytes": 64 * tokens if method == "full" else 64 * 512}  # fmt: skip
+
+
+@pytest.fixture
+def perplexity_store(tmp_path):
+    path = tmp_path / "ppl.sqlite"
+    store = Store(path)
+    store.start_run("run1", "test", PROVENANCE, {})
+    config = {"protocol": "sliding", "window": 1024, "stride": 512, "dataset": "pg19"}
+    rng = np.random.default_rng(0)
+    truth = {}
+    for method in ("full", "streaming"):
+        for length in (1024, 2048):
+            cell_id = f"{method}-{length}"
+            _cell(store, cell_id, method, "perplexity", "perplexity", length, config)
+            nll_total = tokens_total = 0.0
+            buckets_nll, buckets_tokens = np.zeros(length // 512), np.zeros(length // 512)
+            for doc in range(4):
+                nll = rng.uniform(2.0, 3.0, size=length // 512) * 512
+                tokens = np.full(length // 512, 512)
+                total_nll, total_tokens = float(nll.sum()), int(tokens.sum())
+                store.add_sample(
+                    cell_id, doc,
+                    {"instance_id": f"doc{doc}", "score": math.exp(total_nll / total_tokens),
+                     "metrics": {"perplexity": math.exp(total_nll / total_tokens), "nll_sum": total_nll,
+                                 "tokens": total_tokens},
+                     "metadata": {"position_nll": {"bucket": 512, "nll_sum": nll.tolist(), "tokens": tokens.tolist()}},
+                     **_cost(length, method)},
+                )  # fmt: skip
+                nll_total, tokens_total = nll_total + total_nll, tokens_total + total_tokens
+                buckets_nll, buckets_tokens = buckets_nll + nll, buckets_tokens + tokens
+            ppl = math.exp(nll_total / tokens_total)
+            truth[(method, length)] = (ppl, buckets_nll / buckets_tokens)
+            store.close_cell(cell_id, "done", aggregate={"perplexity": ppl, "tokens": tokens_total, "documents": 4,
+                                                         "skipped_documents": 0})  # fmt: skip
+    store.close()
+    return path, truth
+
+
+def test_perplexity_tables(perplexity_store):
+    path, truth = perplexity_store
+    tables = build(path)
+    table = tables["perplexity"].set_index(["method", "length"])
+    curve = tables["position_nll"]
+    for (method, length), (ppl, per_bucket) in truth.items():
+        row = table.loc[(method, length)]
+        assert row["perplexity"] == pytest.approx(ppl)
+        assert row["ci_low"] <= ppl <= row["ci_high"]  # document bootstrap of the token-weighted value
+        assert row["tokens"] == 4 * length and row["documents"] == 4
+        assert row["protocol"] == "protocol=sliding, window=1024, stride=512"
+        mine = curve[(curve["method"] == method) & (curve["length"] == length)].sort_values("bucket")
+        assert mine["nll"].to_numpy() == pytest.approx(per_bucket)
+        assert mine["position"].tolist() == [512 * i for i in range(length // 512)]
+    fit = tables["scaling"].set_index(["method", "metric"])["exponent"]
+    assert fit[("full", "prefill_s")] == pytest.approx(2.0)
+    assert fit[("streaming", "prefill_s")] == pytest.approx(1.0)
+    assert fit[("streaming", "state_bytes")] == pytest.approx(0.0, abs=1e-9)
+    assert "decode_ms_per_token" not in set(tables["scaling"]["metric"])  # nothing decoded
+
+
+def test_perplexity_report_has_protocol_and_curves(perplexity_store, tmp_path):
+    path, _ = perplexity_store
+    written = write_report(path, tmp_path / "out")
+    markdown = written.markdown.read_text()
+    assert "## Perplexity" in markdown and "protocol=sliding, window=1024, stride=512" in markdown
+    assert {"perplexity_length.png", "position_nll.png"} <= {p.name for p in written.figures}
+    assert "## Passkey" not in markdown and "## LongBench" not in markdown  # sections only with data
+
+
+LONGBENCH = [  # dataset, category, language, per-sample scores (fractions), truncated flags, skipped flags
+    ("narrativeqa", "single-doc QA", "en", [0.2, 0.4, 0.6], [True, False, False], [False, False, False]),
+    ("hotpotqa", "multi-doc QA", "en", [1.0, 0.1, 0.5], [False, False, False], [False, False, True]),
+    ("dureader", "multi-doc QA", "zh", [0.3, 0.1], [True, True], [False, False]),
+]
+
+
+@pytest.fixture
+def longbench_store(tmp_path):
+    path = tmp_path / "lb.sqlite"
+    store = Store(path)
+    store.start_run("run1", "test", PROVENANCE, {})
+    for method, offset in (("full", 0.0), ("streaming", -0.1)):
+        cell_id = f"lb-{method}"
+        _cell(store, cell_id, method, "longbench", "average", 4096, {"truncation": "middle"})
+        idx = 0
+        aggregate = {}
+        for dataset, category, language, scores, truncated, skipped in LONGBENCH:
+            kept = []
+            for score, trunc, skip in zip(scores, truncated, skipped, strict=True):
+                value = score + offset
+                store.add_sample(
+                    cell_id, idx,
+                    {"instance_id": f"{dataset}-{idx}", "score": value, "prediction": "x", "target": "y",
+                     "metrics": {"skipped": 1.0} if skip else {"score": value},
+                     "metadata": {"dataset": dataset, "category": category, "language": language, "truncated": trunc},
+                     **_cost(4096, method)},
+                )  # fmt: skip
+                idx += 1
+                if not skip:
+                    kept.append(value)
+            aggregate[dataset] = 100 * float(np.mean(kept))
+        aggregate.update({"category/multi-doc QA": (aggregate["hotpotqa"] + aggregate["dureader"]) / 2,
+                          "category/single-doc QA": aggregate["narrativeqa"],
+                          "avg_en": (aggregate["narrativeqa"] + aggregate["hotpotqa"]) / 2,
+                          "avg_zh": aggregate["dureader"], "avg_en16": 12.5,
+                          "average": float(np.mean([aggregate[d[0]] for d in LONGBENCH])),
+                          "e/0-4k": 33.0, "truncated": 3, "skipped": 1})  # fmt: skip
+        store.close_cell(cell_id, "done", aggregate=aggregate)
+    store.close()
+    return path
+
+
+def test_longbench_tables(longbench_store, tmp_path):
+    tables = build(longbench_store)
+    lb = tables["longbench"].set_index(["method", "key"])
+    assert lb.loc[("full", "hotpotqa"), "value"] == pytest.approx(55.0)  # skipped sample excluded
+    assert lb.loc[("full", "narrativeqa"), "kind"] == "dataset"
+    assert lb.loc[("full", "narrativeqa"), "category"] == "single-doc QA"
+    assert lb.loc[("streaming", "avg_en16"), "kind"] == "average"
+    assert lb.loc[("full", "category/multi-doc QA"), "kind"] == "category"
+    assert lb.loc[("full", "truncated"), "value"] == 3 and lb.loc[("full", "skipped"), "value"] == 1
+    assert lb.loc[("full", "e/0-4k"), "kind"] == "length bucket"
+    summary = tables["summary"].set_index("method")
+    average = np.mean([40.0, 55.0, 20.0])
+    assert summary.loc["full", "value"] == pytest.approx(average)
+    assert summary.loc["full", "n"] == 7 and summary.loc["full", "skipped"] == 1
+    # Interval is the stratified bootstrap of the macro average, in the aggregate's percent scale.
+    assert summary.loc["full", "ci_low"] <= average <= summary.loc["full", "ci_high"]
+    assert summary.loc["full", "ci_high"] > 1.0
+    paired = tables["paired"]
+    assert paired["pairs"].item() == 7 and paired["mean_diff"].item() == pytest.approx(-0.1)
+    markdown = write_report(longbench_store, tmp_path / "out").markdown.read_text()
+    assert "## LongBench" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| avg_en16 |"))
+    assert "12.5" in row
+    assert "| truncated |  | 3 | 3 |" in markdown  # counts print as integers
+    assert "n=7 (1 skipped)" in markdown
