@@ -3,7 +3,7 @@
 Schema (query it with pandas or the sqlite3 shell):
   runs(run_id, started, finished, command, git_commit, packages, device, config)
   cells(cell_id, run_id, label, model, dtype, device, method, method_config, task, task_version,
-        task_config, headline, length, seed, status, error, aggregate, updated)
+        task_config, headline, length, seed, status, error, aggregate, samples, updated)
   samples(cell_id, idx, instance_id, prediction, target, score, metrics, metadata, input_tokens,
           chars, prefill_s, decode_s, decode_tokens, peak_mem_bytes, state_bytes, flops, created)
 JSON columns hold configs, metrics and metadata. `status` is one of `STATUSES`.
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS cells (
     cell_id TEXT PRIMARY KEY, run_id TEXT, label TEXT, model TEXT, dtype TEXT, device TEXT,
     method TEXT, method_config TEXT, task TEXT, task_version INTEGER, task_config TEXT, headline TEXT,
-    length INTEGER, seed INTEGER, status TEXT, error TEXT, aggregate TEXT, updated TEXT
+    length INTEGER, seed INTEGER, status TEXT, error TEXT, aggregate TEXT, samples INTEGER, updated TEXT
 );
 CREATE TABLE IF NOT EXISTS samples (
     cell_id TEXT NOT NULL, idx INTEGER NOT NULL, instance_id TEXT, prediction TEXT, target TEXT,
@@ -92,12 +92,19 @@ class Store:
             values,
         )
 
-    def close_cell(self, cell_id: str, status: str, error: str | None = None, aggregate: dict | None = None) -> None:
-        """Set the cell's final status, error message and task-level aggregate."""
+    def close_cell(
+        self,
+        cell_id: str,
+        status: str,
+        error: str | None = None,
+        aggregate: dict | None = None,
+        samples: int | None = None,
+    ) -> None:
+        """Set the cell's final status, error, task-level aggregate and the sample count it was completed for."""
         assert status in STATUSES, status
         self.db.execute(
-            "UPDATE cells SET status = ?, error = ?, aggregate = ?, updated = ? WHERE cell_id = ?",
-            (status, error, json.dumps(aggregate) if aggregate is not None else None, now(), cell_id),
+            "UPDATE cells SET status = ?, error = ?, aggregate = ?, samples = ?, updated = ? WHERE cell_id = ?",
+            (status, error, json.dumps(aggregate) if aggregate is not None else None, samples, now(), cell_id),
         )
 
     def sample_indices(self, cell_id: str) -> set[int]:

@@ -54,16 +54,3 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-
-
-def masked_attention(scores_parts: list[torch.Tensor], values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over key blocks scored separately (e.g. with different query rotations), then the value mix.
-
-    Args:
-        scores_parts: `[B, H, T, S_i]` pre-softmax scores, concatenated along keys in `values` order.
-        values: `[B, H, S, d]` with `S = sum(S_i)`.
-        mask: `[T, S]` bool, True where a query may attend.
-
-    """
-    scores = torch.cat(scores_parts, dim=-1).float().masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1).to(values.dtype) @ values

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import jinja2
 
-from reports.tables import build
 from reports.figures import figures as make_figures
 from reports.sections import Section, sections
+from reports.tables import build
 
 DPI = 110
 TEMPLATES = Path(__file__).parent / "templates"

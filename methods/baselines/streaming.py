@@ -7,9 +7,10 @@ Paper: https://arxiv.org/abs/2309.17453; official code mit-han-lab/streaming-llm
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import model_validator
 
-from methods.attention import masked_attention, repeat_kv, rotate
+from methods.attention import repeat_kv, rotate
 from methods.base import MethodConfig, register_method
 from methods.decoder import DecoderMethod
 from methods.kv_buffer import KVBuffer
@@ -84,19 +85,18 @@ class SinkWindowAttention:
             self._prepare(positions)
         buffer = self.cache[layer]
         buffer.append(k, v)
+        sink_k = rotate(buffer.k[:, :, self.sink_index], *self.k_sink_rope)
+        recent_k = rotate(buffer.k[:, :, self.recent_index], *self.k_recent_rope)
+        # Sink and recent keys need different query rotations. One fused SDPA call still does it exactly:
+        # queries carry both rotations side by side and each key is zero in the half that is not its own.
+        dim = q.shape[-1]
+        query = torch.cat([rotate(q, *self.q_sink_rope), rotate(q, *self.q_recent_rope)], dim=-1)
+        key = torch.cat([F.pad(sink_k, (0, dim)), F.pad(recent_k, (dim, 0))], dim=2)
+        value = torch.cat([buffer.v[:, :, self.sink_index], buffer.v[:, :, self.recent_index]], dim=2)
         n_rep = q.shape[1] // k.shape[1]
-        keys, values = repeat_kv(buffer.k, n_rep), repeat_kv(buffer.v, n_rep)
-        scale = self.backbone.scale
-        parts = [
-            rotate(q, *self.q_sink_rope)
-            @ rotate(keys[:, :, self.sink_index], *self.k_sink_rope).transpose(-1, -2)
-            * scale,
-            rotate(q, *self.q_recent_rope)
-            @ rotate(keys[:, :, self.recent_index], *self.k_recent_rope).transpose(-1, -2)
-            * scale,
-        ]
-        ordered_values = torch.cat([values[:, :, self.sink_index], values[:, :, self.recent_index]], dim=2)
-        out = masked_attention(parts, ordered_values, self.mask)
+        out = F.scaled_dot_product_attention(
+            query, repeat_kv(key, n_rep), repeat_kv(value, n_rep), attn_mask=self.mask, scale=self.backbone.scale
+        )
         buffer.keep(self.keep)
         if layer == len(self.cache) - 1:
             self.cached_positions = self.kept_positions

@@ -81,7 +81,9 @@ class UIOAdapters(nn.Module):
                 raise UserError(f"UIO checkpoint '{directory}' has no {file} (written by the UIO trainer / UIO.save)")
         device = self.memory_embedding.device
         for name, file in FILES.items():
-            result = set_peft_model_state_dict(getattr(self, name), load_file(directory / file, device=str(device)), adapter_name=name)
+            result = set_peft_model_state_dict(
+                getattr(self, name), load_file(directory / file, device=str(device)), adapter_name=name
+            )
             if result.unexpected_keys:
                 raise UserError(f"UIO checkpoint '{directory}' does not match this model: {result.unexpected_keys[0]}")
         with torch.no_grad():

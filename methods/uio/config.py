@@ -45,7 +45,9 @@ class UIOConfig(MethodConfig):
     @model_validator(mode="after")
     def _check(self) -> UIOConfig:
         if self.segment < 1 or self.memory_tokens < 1 or self.segment % self.memory_tokens:
-            raise ValueError(f"segment ({self.segment}) must be a positive multiple of memory_tokens ({self.memory_tokens})")
+            raise ValueError(
+                f"segment ({self.segment}) must be a positive multiple of memory_tokens ({self.memory_tokens})"
+            )
         if self.lora_rank < 1 or self.encode_batch < 1:
             raise ValueError("lora_rank and encode_batch must be >= 1")
         if self.window is not None and self.window < self.segment + self.memory_tokens:

@@ -1,5 +1,7 @@
-"""UIO-LLMs: an encoder compresses each segment into memory tokens; a transfer head turns them into
-K/V that the frozen decoder reads as a prefix (paper Fig. 2; research/uio-llms.md sections 1 and 6).
+"""UIO-LLMs: segment compression into memory tokens read by the frozen decoder.
+
+An encoder compresses each segment into memory tokens; a transfer head turns them into K/V that the
+frozen decoder reads as a prefix (paper Fig. 2; research/uio-llms.md sections 1 and 6).
 
 Reads top to bottom like the figure: `encode` (segment -> per-layer memory states), `transfer`
 (memory states -> decoder K/V), `MemoryDecoderAttention` (decoder attention over
@@ -56,7 +58,9 @@ def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, me
     return torch.stack(states)
 
 
-def transfer(backbone: Backbone, adapters: UIOAdapters, states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def transfer(
+    backbone: Backbone, adapters: UIOAdapters, states: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Transfer head: memory states of one segment -> per-layer decoder K (before RoPE) and V.
 
     K = m (W_K + B_K A_K), V = m (W_V + B_V A_V) with the transfer LoRA (paper Eq. 2); with B = 0 this
@@ -228,7 +232,10 @@ class UIO(LongContextModel):
     def _segments_closed_by(self, ids: list[int]) -> list[list[int]]:
         """The full segments that feeding `ids` will close, in order."""
         text = self.open + ids
-        return [text[i : i + self.config.segment] for i in range(0, len(text) - self.config.segment + 1, self.config.segment)]
+        return [
+            text[i : i + self.config.segment]
+            for i in range(0, len(text) - self.config.segment + 1, self.config.segment)
+        ]
 
     @torch.no_grad()
     def score(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -249,8 +256,11 @@ class UIO(LongContextModel):
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor) -> None:
-        """Consume a prompt. Segments closed before the last block skip the decoder: their raw K/V would be
-        dropped at once, and their memory comes from the encoder alone (same state, less compute)."""
+        """Consume a prompt.
+
+        Segments closed before the last block skip the decoder: their raw K/V would be dropped at
+        once, and their memory comes from the encoder alone (same state, less compute).
+        """
         ids = input_ids.tolist()
         memories = iter(self._memory_kv(self._segments_closed_by(ids)))
         blocks = list(self._split(ids))

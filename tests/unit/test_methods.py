@@ -10,7 +10,11 @@ from methods.backbone import Backbone
 from methods.base import METHODS
 
 # (name, options) pairs: every registered method with its defaults, plus configs that exercise eviction.
-CONFIGS = [(name, {}) for name in METHODS.names()] + [("streaming", {"n_sink": 2, "window": 16, "chunk_size": 8})]
+CONFIGS = [(name, {}) for name in METHODS.names()] + [
+    ("streaming", {"n_sink": 2, "window": 16, "chunk_size": 8}),
+    # compresses mid-prompt and mid-decode
+    ("uio", {"segment": 8, "memory_tokens": 2, "lora_rank": 2, "lora_alpha": 8}),
+]
 
 
 def build(name, loaded, **options):

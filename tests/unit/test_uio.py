@@ -116,16 +116,16 @@ def one_shot_logprobs(method, ids):
     """Reference: encode every full segment, then ONE decoder pass over [all memories ; all text] with a
     block mask (segment s sees the memories of segments < s and its own text causally)."""
     backbone, cfg = method.backbone, method.config
-    l, m = cfg.segment, cfg.memory_tokens
-    full = len(ids) // l if len(ids) % l else len(ids) // l - 1  # the last full segment is never needed
-    kv = [transfer(backbone, method.adapters, encode(backbone, method.adapters, ids[s * l : (s + 1) * l][None], m)[:, 0])
-          for s in range(full)]  # fmt: skip
+    seg, m = cfg.segment, cfg.memory_tokens
+    full = len(ids) // seg if len(ids) % seg else len(ids) // seg - 1  # the last full segment is never needed
+    segments = [ids[s * seg : (s + 1) * seg][None] for s in range(full)]
+    kv = [transfer(backbone, method.adapters, encode(backbone, method.adapters, x, m)[:, 0]) for x in segments]
     n, memory = len(ids), full * m
-    seg_of = torch.arange(n) // l
+    seg_of = torch.arange(n) // seg
     mem_seg = torch.arange(memory) // m
-    mask = torch.cat([mem_seg[None] < seg_of[:, None],
-                      (seg_of[None] == seg_of[:, None]) & torch.ones(n, n, dtype=torch.bool).tril()], dim=1)  # fmt: skip
-    text_pos = seg_of * m + torch.arange(n) % l
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.cat([mem_seg[None] < seg_of[:, None], (seg_of[None] == seg_of[:, None]) & causal], dim=1)
+    text_pos = seg_of * m + torch.arange(n) % seg
     mem_pos = torch.arange(memory)
 
     class OneShot:
