@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -61,6 +62,32 @@ class LongContextModel(ABC):
     @abstractmethod
     def state_bytes(self) -> int:
         """Bytes of KV cache / memory held right now for the current document."""
+
+
+def greedy_decode(
+    next_logits: torch.Tensor | None, feed: Callable[[int], torch.Tensor], max_new_tokens: int, stop_ids: list[int]
+) -> tuple[list[int], torch.Tensor]:
+    """The greedy loop every method shares.
+
+    Args:
+        next_logits: `[V]` logits after the prompt (None before any prefill).
+        feed: runs one token through the method's state and returns the next `[V]` logits.
+        max_new_tokens: most tokens to generate.
+        stop_ids: generation ends after one of these (it is returned and not fed).
+
+    Returns:
+        The generated tokens and the logits that follow them.
+    """
+    if next_logits is None:
+        raise RuntimeError("decode() needs prefill() first")
+    tokens: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(next_logits.argmax())
+        tokens.append(token)
+        if token in stop_ids:
+            break
+        next_logits = feed(token)
+    return tokens, next_logits
 
 
 METHODS: Registry[type[LongContextModel]] = Registry("method", LongContextModel, ("methods.baselines", "methods.uio"))

@@ -7,7 +7,7 @@ from abc import abstractmethod
 import torch
 
 from methods.backbone import Attention, Backbone
-from methods.base import InputTooLong, LongContextModel
+from methods.base import InputTooLong, LongContextModel, greedy_decode
 
 
 class DecoderMethod(LongContextModel):
@@ -78,13 +78,9 @@ class DecoderMethod(LongContextModel):
     @torch.no_grad()
     def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
         """Greedy decoding, one token per step over the cache."""
-        if self.next_logits is None:
-            raise RuntimeError("decode() needs prefill() first")
-        tokens: list[int] = []
-        for _ in range(max_new_tokens):
-            token = int(self.next_logits.argmax())
-            tokens.append(token)
-            if token in stop_ids:
-                break
-            self.next_logits = self.backbone.logits(self._step(torch.tensor([token]))[-1])
+
+        def feed(token: int) -> torch.Tensor:
+            return self.backbone.logits(self._step(torch.tensor([token]))[-1])
+
+        tokens, self.next_logits = greedy_decode(self.next_logits, feed, max_new_tokens, stop_ids)
         return tokens

@@ -14,7 +14,7 @@ import torch
 
 from methods.attention import rotate
 from methods.backbone import Backbone
-from methods.base import InputTooLong, LongContextModel, register_method
+from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
 from methods.kv_buffer import KVBuffer
 from methods.uio.adapters import UIOAdapters
 from methods.uio.config import UIOConfig
@@ -276,17 +276,14 @@ class UIO(LongContextModel):
     @torch.no_grad()
     def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
         """Greedy decoding; generated text is compressed like the prompt once a segment fills up."""
-        if self.next_logits is None:
-            raise RuntimeError("decode() needs prefill() first")
-        tokens: list[int] = []
-        for _ in range(max_new_tokens):
-            token = int(self.next_logits.argmax())
-            tokens.append(token)
-            if token in stop_ids:
-                break
-            self.next_logits = self.backbone.logits(self._decode([token])[-1])
+
+        def feed(token: int) -> torch.Tensor:
+            logits = self.backbone.logits(self._decode([token])[-1])
             if len(self.open) == self.config.segment:
                 self._close_segment(self._memory_kv([self.open])[0])
+            return logits
+
+        tokens, self.next_logits = greedy_decode(self.next_logits, feed, max_new_tokens, stop_ids)
         return tokens
 
     def _split(self, ids: list[int]):
