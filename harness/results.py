@@ -36,7 +36,8 @@ def summary(path: str | Path) -> pd.DataFrame:
     for (_, method, task, length), group in rows.groupby(["cell_id", "method", "task", "length"], sort=False):
         first = group.iloc[0]
         scored = group.dropna(subset=["score"])
-        aggregate = json.loads(first["aggregate"]) if first["aggregate"] else {}
+        # NULL (a running or failed cell) arrives as NaN when other cells have an aggregate
+        aggregate = json.loads(first["aggregate"]) if isinstance(first["aggregate"], str) else {}
         score = aggregate.get(first["headline"], scored["score"].mean() if len(scored) else float("nan"))
         out.append(
             {

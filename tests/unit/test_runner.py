@@ -99,6 +99,17 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, broken_methods):
     assert [o.status for o in retried] == ["failed", "oom", "over_length", "done"]
 
 
+def test_results_show_failed_cells_beside_done_ones(tmp_path, broken_methods):
+    from harness.results import summary
+
+    sweep = spec(tmp_path, ["ooms", "full"], lengths=[300], samples=2)
+    run_sweep(sweep, progress=False)
+    table = summary(sweep.output).set_index("method")
+    assert table.loc["ooms", "status"] == "oom" and table.loc["ooms", "samples"] == 0
+    assert table.loc["full", "status"] == "done" and table.loc["full", "samples"] == 2
+    assert table.loc["full", "score"] == 0.0  # the random tiny model never finds the key
+
+
 def test_sigkill_halfway_then_rerun_gives_every_sample_once(tmp_path):
     sweep = {
         "model": "tiny-random-llama", "samples": 25, "output": str(tmp_path / "k.sqlite"),
