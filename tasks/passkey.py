@@ -17,6 +17,7 @@ import torch
 from pydantic import field_validator
 
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
+from tasks.tokens import bos_prefix, chat_frame, eos_stop, ids
 
 TASK_LINE = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -26,7 +27,6 @@ FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. Th
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key?"
 ANSWER_PREFIX = "The pass key is"
-BODY = "\x00BODY\x00"
 
 
 class PasskeyConfig(TaskConfig):
@@ -60,19 +60,15 @@ class Passkey(Task):
     headline = "accuracy"
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        return ids(self.tokenizer, text)
 
     def _frame(self) -> tuple[list[int], list[int]]:
         """Token ids before the task line and after the question (chat template or plain)."""
         policy = self.config.chat_template
         use_chat = policy == "on" or (policy == "auto" and getattr(self.tokenizer, "chat_template", None))
         if not use_chat:
-            bos = [self.tokenizer.bos_token_id] if _adds_bos(self.tokenizer) else []
-            return bos, self._ids(" " + ANSWER_PREFIX)
-        rendered = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": BODY}], tokenize=False, add_generation_prompt=True
-        )
-        before, after = rendered.split(BODY)
+            return bos_prefix(self.tokenizer), self._ids(" " + ANSWER_PREFIX)
+        before, after = chat_frame(self.tokenizer)
         return self._ids(before), self._ids(after + ANSWER_PREFIX)
 
     def instances(self, length: int, n: int, seed: int) -> list[Instance]:
@@ -109,7 +105,7 @@ class Passkey(Task):
     def evaluate(self, model, instance: Instance) -> Score:
         """Prefill the prompt, decode greedily, compare the first integer with the key."""
         model.prefill(torch.tensor(instance.input_ids))
-        tokens = model.decode(instance.max_new_tokens, stop_ids=_stop_ids(self.tokenizer))
+        tokens = model.decode(instance.max_new_tokens, stop_ids=eos_stop(self.tokenizer))
         prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)
         found = re.search(r"\d+", prediction)
         accuracy = float(found is not None and found.group() == instance.target)
@@ -119,12 +115,3 @@ class Passkey(Task):
             prediction=prediction,
             decode_tokens=len(tokens),
         )
-
-
-def _adds_bos(tokenizer) -> bool:
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a").input_ids[:1] == [bos]
-
-
-def _stop_ids(tokenizer) -> list[int]:
-    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -34,6 +34,7 @@ from pydantic import field_validator, model_validator
 from harness.errors import UserError
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.data import data_dir, read_book
+from tasks.tokens import bos_prefix
 
 PG19_TEST_IDS = ("10146", "10321", "10356", "10762", "15562", "22424", "2544")
 HUB_DATASET = "deepmind/pg19"
@@ -131,11 +132,6 @@ class Perplexity(Task):
     headline = "perplexity"
     higher_is_better = False
 
-    def _bos(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        adds = bos is not None and self.tokenizer("a").input_ids[:1] == [bos]
-        return [bos] if adds else []
-
     def _documents(self) -> Iterator[tuple[str, str]]:
         """`(stem, text)` in a fixed order: books sorted by id as strings, PG19's own file order."""
         root = data_dir(self.config.data_dir)
@@ -187,7 +183,7 @@ class Perplexity(Task):
         """
         if length < 2:
             raise UserError(f"perplexity needs length >= 2, got {length}")
-        bos = self._bos()
+        bos = bos_prefix(self.tokenizer)
         out: list[Instance] = []
         skipped = 0
         for stem, text in self._documents():

@@ -25,8 +25,7 @@ from tasks.longbench.build import (
     use_chat_template,
 )
 from tasks.longbench.metrics import CATEGORY_OF, score_prediction, summarize
-
-BODY = "\x00BODY\x00"
+from tasks.tokens import bos_prefix, chat_frame, eos_stop, ids
 
 
 class LongBenchConfig(TaskConfig):
@@ -73,21 +72,16 @@ class LongBench(Task):
         self._newlines: list[int] | None = None
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        return ids(self.tokenizer, text)
 
     def frame(self, dataset: str) -> tuple[list[int], list[int]]:
         """Token ids before and after the prompt body: the chat template around it, or just BOS."""
         if dataset not in self._frames:
             if use_chat_template(dataset, self.config.chat_template, self.tokenizer):
-                rendered = self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": BODY}], tokenize=False, add_generation_prompt=True
-                )
-                before, after = rendered.split(BODY)
+                before, after = chat_frame(self.tokenizer)
                 self._frames[dataset] = (self._ids(before), self._ids(after))
             else:
-                bos = self.tokenizer.bos_token_id
-                adds_bos = bos is not None and self.tokenizer("a").input_ids[:1] == [bos]
-                self._frames[dataset] = ([bos] if adds_bos else [], [])
+                self._frames[dataset] = (bos_prefix(self.tokenizer), [])
         return self._frames[dataset]
 
     def instances(self, length: int, n: int, seed: int) -> list[Instance]:
@@ -164,7 +158,7 @@ class LongBench(Task):
         return Score(score=value, metrics=metrics, prediction=prediction, decode_tokens=len(tokens), details=details)
 
     def _stop_ids(self, dataset: str) -> list[int]:
-        stops = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        stops = eos_stop(self.tokenizer)
         if dataset == "samsum":
             stops += self.newline_ids()
         return stops
