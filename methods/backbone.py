@@ -85,25 +85,20 @@ class Backbone(nn.Module):
         """`[B, T]` ids -> `[B, T, D]` input embeddings."""
         return self.model.model.embed_tokens(input_ids)
 
-    def forward(
-        self, hidden: torch.Tensor, positions: torch.Tensor, attention: Attention, last_layer: int | None = None
-    ) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, attention: Attention) -> torch.Tensor:
         """Run the decoder layers on embeddings.
 
         Args:
             hidden: `[B, T, D]` input embeddings.
             positions: `[T]` absolute positions, handed to `attention` (the method decides what RoPE sees).
             attention: the method's per-layer attention for this document.
-            last_layer: stop after this layer and return un-normed hidden states (encoders that need
-                only some layers); by default run all layers and apply the final norm.
 
         Returns:
-            `[B, T, D]` final hidden states (normed unless `last_layer` is given).
+            `[B, T, D]` final hidden states, after the final norm.
 
         """
         batch, length, _ = hidden.shape
-        layers = self.layers if last_layer is None else self.layers[: last_layer + 1]
-        for index, layer in enumerate(layers):
+        for index, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
             q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
@@ -112,7 +107,7 @@ class Backbone(nn.Module):
             out = attention.attend(index, q, k, v, positions)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden if last_layer is not None else self.model.model.norm(hidden)
+        return self.model.model.norm(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""
