@@ -63,6 +63,13 @@ class LongContextModel(ABC):
     def state_bytes(self) -> int:
         """Bytes of KV cache / memory held right now for the current document."""
 
+    def beyond_trained_window(self, length: int) -> bool:
+        """True when a `length`-token input puts positions past the base model's trained window.
+
+        The default is full attention's answer; methods that bound or rescale positions override it.
+        """
+        return length > self.model.config.max_position_embeddings
+
 
 def greedy_decode(
     next_logits: torch.Tensor | None, feed: Callable[[int], torch.Tensor], max_new_tokens: int, stop_ids: list[int]

@@ -69,6 +69,10 @@ class Full(DecoderMethod):
             scaling = {"rope_type": config.rope_scaling, "factor": config.rope_factor}
         super().__init__(model, tokenizer, config, rope_scaling=scaling)
 
+    def beyond_trained_window(self, length: int) -> bool:
+        """RoPE scaling by `rope_factor` stretches the trained window by that factor."""
+        return length > self.model.config.max_position_embeddings * self.config.rope_factor
+
     def new_attention(self) -> FullAttention:
         """A fresh, empty KV cache."""
         return FullAttention(self.backbone)

@@ -114,6 +114,10 @@ class Streaming(DecoderMethod):
     description = "StreamingLLM: n_sink attention sinks + a sliding window of recent tokens (constant memory)"
     Config = StreamingConfig
 
+    def beyond_trained_window(self, length: int) -> bool:
+        """Pos-shift keeps positions below `n_sink + window` whatever the input length."""
+        return min(length, self.config.n_sink + self.config.window) > self.model.config.max_position_embeddings
+
     def new_attention(self) -> SinkWindowAttention:
         """An empty sink + window cache."""
         return SinkWindowAttention(self.backbone, self.config.n_sink, self.config.window)

@@ -181,6 +181,10 @@ class UIO(LongContextModel):
         """Bytes of memory K/V plus the raw K/V of the open segment."""
         return self.attention.nbytes()
 
+    def beyond_trained_window(self, length: int) -> bool:
+        """Decoder positions (memory + open segment) never pass `window`."""
+        return min(length, self.window) > self.model.config.max_position_embeddings
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """LoRA weights of the encoder and transfer head, and the `<mem>` embedding."""
         return self.adapters.trainable_parameters()

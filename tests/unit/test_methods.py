@@ -144,3 +144,22 @@ def test_full_rejects_rope_scaling_without_factor():
 
     with pytest.raises(ValidationError, match="rope_factor > 1"):
         METHODS.get("full").Config(rope_scaling="linear")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "length", "beyond"),
+    [
+        ("full", {}, 4097, True),  # the tiny models are trained to 4096 positions
+        ("full", {}, 4096, False),
+        ("full", {"rope_scaling": "linear", "rope_factor": 4.0}, 16_384, False),
+        ("streaming", {}, 100_000, False),  # 4 sinks + 2044 recent positions
+        ("streaming", {"n_sink": 4, "window": 8000}, 5000, True),
+        ("uio", {"segment": 8, "memory_tokens": 2}, 100_000, False),
+        ("uio", {"segment": 8, "memory_tokens": 2, "window": 8192}, 100_000, True),
+        ("uio", {"segment": 8, "memory_tokens": 2, "window": 8192}, 100, False),
+    ],
+)
+def test_beyond_trained_window_follows_the_positions_each_method_uses(name, options, length, beyond, tiny_llama):
+    method = build(name, tiny_llama, **options)
+    assert method.model.config.max_position_embeddings == 4096
+    assert method.beyond_trained_window(length) is beyond
