@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -32,11 +34,35 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x.repeat_interleave(n_rep, dim=1)
 
 
+# SDPA shares K/V heads across query groups itself from torch 2.5 (`enable_gqa`); older torch gets copies.
+_NATIVE_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` with GQA: `[B, H, T, d]` queries over `[B, Hkv, S, d]` keys/values.
+
+    Materialising the repeated K/V costs a copy of the whole cache per layer and per decoded token,
+    which made decoding 4.5x slower than transformers at 16K; SDPA's `enable_gqa` avoids it.
+    """
+    if q.shape[1] == k.shape[1]:
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    if not _NATIVE_GQA:
+        n_rep = q.shape[1] // k.shape[1]
+        return F.scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), **kwargs)
+    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
+
+
+@functools.lru_cache(maxsize=4)
+def bottom_right_mask(t: int, s: int, device: torch.device) -> torch.Tensor:
+    """`[t, s]` bool causal mask of the last `t` positions over `s` keys; cached because every layer asks."""
+    return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Causal attention of the last `T` positions over all `S >= T` keys (bottom-right aligned).
 
     `is_causal=True` in SDPA aligns the mask top-left when `T < S`, which is wrong for chunked prefill
-    and decoding over a cache; so an explicit mask is built then.
+    and decoding over a cache; so an explicit mask is built then (once for all layers).
 
     Args:
         q: `[B, H, T, d]` rotated queries.
@@ -45,12 +71,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         scale: softmax scale, `head_dim ** -0.5` for Llama.
 
     """
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     t, s = q.shape[2], k.shape[2]
     if t == s:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        return sdpa(q, k, v, is_causal=True, scale=scale)
     if t == 1:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return sdpa(q, k, v, scale=scale)
+    return sdpa(q, k, v, attn_mask=bottom_right_mask(t, s, q.device), scale=scale)

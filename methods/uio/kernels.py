@@ -13,7 +13,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from methods.attention import causal_attention, repeat_kv
+from methods.attention import causal_attention, repeat_kv, sdpa
 
 
 @functools.lru_cache(maxsize=16)
@@ -53,12 +53,12 @@ def compression_attention(
         `[B, H, l+m, d]`.
     """
     mask = compression_mask(q.shape[2] - memory_tokens, memory_tokens, q.device)
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    if q.is_cuda:  # flash cannot take this mask; the memory-efficient kernel can
+    if q.is_cuda:  # flash cannot take this mask; the memory-efficient kernel can, with K/V heads repeated
+        n_rep = q.shape[1] // k.shape[1]
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION]):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return sdpa(q, k, v, attn_mask=mask, scale=scale)
 
 
 def has_flash_attn() -> bool:
