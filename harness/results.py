@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UserError
+from harness.store import read_only
 
 COLUMNS = ["method", "task", "length", "samples", "score", "prefill_s", "decode_s", "peak_mem_mb", "state_mb", "status"]
 
@@ -25,10 +25,7 @@ def summary(path: str | Path) -> pd.DataFrame:
     `score` is the task's headline metric from the cell's aggregate when the cell is done (e.g.
     token-weighted perplexity), else the mean over the samples stored so far.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"results store '{path}' not found")
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(read_only(path)) as db:
         rows = pd.read_sql_query(QUERY, db)
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
+
 STATUSES = ("running", "done", "failed", "oom", "over_length")
 FAILED = ("failed", "oom", "over_length")
 
@@ -39,6 +41,8 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 """
 
+TABLES = ("runs", "cells", "samples")
+
 SAMPLE_COLUMNS = (
     "instance_id", "prediction", "target", "score", "metrics", "metadata", "input_tokens", "chars",
     "prefill_s", "decode_s", "decode_tokens", "peak_mem_bytes", "state_bytes", "flops",
@@ -50,16 +54,56 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def read_only(path: str | Path) -> sqlite3.Connection:
+    """Open an existing results store for reading (the caller closes it).
+
+    The one check of "is this an lch store" that `lch results`, `lch report` and writers share.
+
+    Raises:
+        UserError: `path` is missing, a directory, not an SQLite file, or lacks the lch tables.
+
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"results store '{path}' is a directory")
+    if not path.is_file():
+        raise UserError(f"results store '{path}' not found")
+    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:  # random bytes, a text file: "file is not a database"
+        db.close()
+        raise UserError(f"'{path}' is not an lch results store ({error})") from None
+    missing = [table for table in TABLES if table not in tables]
+    if missing:  # an empty file opens as an empty database
+        db.close()
+        raise UserError(f"'{path}' is not an lch results store (no table {', '.join(missing)})")
+    return db
+
+
 class Store:
     """Append-only results store. Each write commits at once, so a killed run loses at most one sample."""
 
     def __init__(self, path: str | Path):
+        """Open the store at `path`, creating it if absent.
+
+        Raises:
+            UserError: `path` holds something other than an lch store (which is left untouched), or
+                cannot be created or written.
+
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        if self.path.is_dir() or (self.path.is_file() and self.path.stat().st_size):
+            # Check before writing: the schema below would otherwise be added to someone else's database.
+            read_only(self.path).close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise UserError(f"cannot write results store '{self.path}': {error}") from None
 
     def close(self) -> None:
         """Close the connection."""
