@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = "cpu, cuda, cuda:N, auto"
+_DEVICE = re.compile(r"cpu|auto|cuda(:[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,30 @@ def load_model(
     return model, tokenizer
 
 
+def check_device(device: str) -> None:
+    """Raise a `UserError` unless `device` is one of `DEVICES` that this machine has.
+
+    Cheap (torch is imported only for a CUDA device), so sweeps call it before anything is loaded or stored.
+    """
+    if not _DEVICE.fullmatch(device):
+        raise UserError(f"unknown device '{device}'. Valid: {DEVICES}")
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"device '{device}' asked for, but CUDA is not available to torch; use --device cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"device '{device}' asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+
+
 def _device(device: str) -> torch.device:
     import torch
 
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' asked for, but torch sees no CUDA device; use --device cpu")
     return torch.device(device)
 
 

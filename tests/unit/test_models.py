@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from harness.errors import UserError
 from harness.models import TINY_VOCAB, byte_tokenizer, load_model
@@ -27,7 +28,12 @@ def test_byte_tokenizer_round_trips_unicode():
     ("args", "message"),
     [
         (("tiny-random-llama", "int8"), "unknown dtype 'int8'"),
-        (("tiny-random-llama", "float32", "cuda"), "no CUDA device"),
+        (("tiny-random-llama", "float32", "gpu"), "unknown device 'gpu'. Valid: cpu, cuda, cuda:N, auto"),
+        pytest.param(
+            ("tiny-random-llama", "float32", "cuda"),
+            "CUDA is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a bad device only without CUDA"),
+        ),
     ],
 )
 def test_bad_dtype_or_device(args, message):
