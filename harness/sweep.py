@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from harness.errors import UserError
-from harness.models import DEFAULT_MODEL
+from harness.models import DEFAULT_MODEL, check_device
 
 
 class _Strict(BaseModel):
@@ -91,13 +91,21 @@ class Cell:
         return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def one_line(error: ValidationError, where: str, fields: list[str]) -> str:
-    """A pydantic error as one line naming the field; unknown fields list the valid ones."""
+def one_line(error: ValidationError, where: str, fields: list[str], given: dict[str, Any] | None = None) -> str:
+    """A pydantic error as one line naming the field; unknown fields list the valid ones.
+
+    A model-level validator (one that checks options together) names no field, so the line shows the
+    options the user gave instead: `method 'streaming': invalid options window=-5: need n_sink >= 0, ...`.
+    """
     first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    field = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a ValueError raised in a validator
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown option '{field}'. Valid: {', '.join(fields)}"
-    return f"{where}: {field}: {first['msg']}"
+    if not field:
+        options = ", ".join(f"{key}={value}" for key, value in (given or {}).items()) or "(defaults)"
+        return f"{where}: invalid options {options}: {message}"
+    return f"{where}: {field}: {message}"
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
@@ -105,18 +113,22 @@ def validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
     try:
         return model(**data)
     except ValidationError as error:
-        raise UserError(one_line(error, where, list(model.model_fields))) from None
+        raise UserError(one_line(error, where, list(model.model_fields), data)) from None
 
 
 def load_sweep(path: str | Path, output: str | None = None) -> SweepSpec:
     """Read and validate a sweep YAML file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"sweep file '{path}' is a directory")
     if not path.is_file():
         raise UserError(f"sweep file '{path}' not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"sweep file '{path}' is not UTF-8 text") from None
     except yaml.YAMLError as error:
-        raise UserError(f"sweep file '{path}' is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise UserError(f"sweep file '{path}' is not valid YAML{_yaml_where(error)}") from None
     if not isinstance(data, dict):
         raise UserError(f"sweep file '{path}' must be a mapping with 'methods' and 'tasks'")
     if output:
@@ -124,11 +136,25 @@ def load_sweep(path: str | Path, output: str | None = None) -> SweepSpec:
     return validate(SweepSpec, data, str(path))
 
 
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """` at line L, column C: problem` from a PyYAML error (its marks count from 0), or its first line."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return ": " + str(error).splitlines()[0]
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def expand(spec: SweepSpec) -> list[Cell]:
-    """Cells in run order (task, then length, then method), every name and option validated first."""
+    """Cells in run order (task, then length, then method).
+
+    Every name, option, task data path and the device is validated first, so a bad input stops
+    before anything is loaded or stored.
+    """
     from methods.base import METHODS
     from tasks.base import TASKS
 
+    check_device(spec.device)
     methods = []
     repeated = {m.name for m in spec.methods if sum(o.name == m.name for o in spec.methods) > 1}
     for method in spec.methods:
@@ -145,6 +171,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
     for task in spec.tasks:
         task_cls = TASKS.get(task.name)
         task_config = validate(task_cls.Config, task.options, f"task '{task.name}'")
+        task_cls.check_config(task_config)
         lengths = task.lengths or list(task_cls.default_lengths)
         if not lengths:
             raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")

@@ -69,6 +69,14 @@ class Task(ABC):
         self.config = config
         self.tokenizer = tokenizer
 
+    @classmethod  # noqa: B027 - an optional hook, not abstract: most tasks have nothing to check
+    def check_config(cls, config: TaskConfig) -> None:
+        """Check what `config` points at (data files) cheaply, when the sweep is validated.
+
+        Called before any model is loaded or result stored, so a bad path is a one-line error rather
+        than a failed cell. Raise `UserError`; the default checks nothing.
+        """
+
     @abstractmethod
     def instances(self, length: int, n: int, seed: int) -> list[Instance]:
         """The first `n` instances of `length` tokens; instance `i` does not depend on `n`."""

@@ -26,6 +26,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -123,6 +124,39 @@ def position_curve(nll: torch.Tensor, bucket: int) -> dict:
     return {"bucket": bucket, "nll_sum": sums.tolist(), "tokens": counts.tolist()}
 
 
+def local_books(config: PerplexityConfig) -> list[tuple[str, Path]] | None:
+    """`(stem, path)` of the chosen books of the data directory, sorted by id; None means "stream from the hub".
+
+    Raises:
+        UserError: the data directory is missing or has no books, a chosen book is absent, or
+            `documents` other than `pg19_test` is asked for without a data directory.
+
+    """
+    root = data_dir(config.data_dir)
+    if root is None:
+        if config.documents != "pg19_test":
+            raise UserError(f"perplexity: documents={config.documents} needs a data_dir with books/")
+        return None
+    books = root / "books"
+    files = {p.stem: p for p in books.glob("*.txt")} if books.is_dir() else {}
+    if not files:
+        raise UserError(f"perplexity: no books (*.txt) in {books}; see shared/data/SOURCES.md")
+    wanted = config.documents
+    if wanted == "all":
+        chosen = list(files)
+    elif wanted == "pg19_test":  # whichever of the seven are present (a user's folder may hold a subset)
+        chosen = [s for s in files if s.split("_")[0] in PG19_TEST_IDS]
+        if not chosen:
+            raise UserError(f"perplexity: no PG19 test book (ids {', '.join(PG19_TEST_IDS)}) in {books}")
+    else:
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        chosen = [s for s in files if s in wanted or s.split("_")[0] in wanted]
+        missing = [w for w in wanted if not any(s == w or s.split("_")[0] == w for s in chosen)]
+        if missing:
+            raise UserError(f"perplexity: no book {missing} in {books}. Valid: {', '.join(sorted(files))}")
+    return [(stem, files[stem]) for stem in sorted(chosen, key=lambda s: (s.split("_")[0], s))]
+
+
 @register_task("perplexity")
 class Perplexity(Task):
     """Perplexity of long books truncated to exactly `length` tokens; lower is better."""
@@ -132,36 +166,22 @@ class Perplexity(Task):
     headline = "perplexity"
     higher_is_better = False
 
+    @classmethod
+    def check_config(cls, config: PerplexityConfig) -> None:
+        """Check the data directory and that it holds the asked-for books (a directory listing, no reading)."""
+        local_books(config)
+
     def _documents(self) -> Iterator[tuple[str, str]]:
         """`(stem, text)` in a fixed order: books sorted by id as strings, PG19's own file order."""
-        root = data_dir(self.config.data_dir)
-        if root is None:
+        books = local_books(self.config)
+        if books is None:
             yield from self._hub_documents()
             return
-        books = root / "books"
-        files = {p.stem: p for p in books.glob("*.txt")} if books.is_dir() else {}
-        if not files:
-            raise UserError(f"no books (*.txt) in {books}; see shared/data/SOURCES.md")
-        wanted = self.config.documents
-        if wanted == "all":
-            chosen = list(files)
-        elif wanted == "pg19_test":  # whichever of the seven are present (a user's folder may hold a subset)
-            chosen = [s for s in files if s.split("_")[0] in PG19_TEST_IDS]
-            if not chosen:
-                raise UserError(f"perplexity: no PG19 test book (ids {', '.join(PG19_TEST_IDS)}) in {books}")
-        else:
-            wanted = [wanted] if isinstance(wanted, str) else wanted
-            chosen = [s for s in files if s in wanted or s.split("_")[0] in wanted]
-            missing = [w for w in wanted if not any(s == w or s.split("_")[0] == w for s in chosen)]
-            if missing:
-                raise UserError(f"perplexity: no book {missing} in {books}. Valid: {', '.join(sorted(files))}")
-        for stem in sorted(chosen, key=lambda s: (s.split("_")[0], s)):
-            yield stem, read_book(files[stem])
+        for stem, path in books:
+            yield stem, read_book(path)
 
     def _hub_documents(self) -> Iterator[tuple[str, str]]:
         """PG19 test books streamed from the hub, in the split's order (already header-free)."""
-        if self.config.documents != "pg19_test":
-            raise UserError(f"perplexity: documents={self.config.documents} needs a data_dir with books/")
         try:
             from datasets import load_dataset
 

@@ -68,21 +68,31 @@ HUB_ZIP = "https://huggingface.co/datasets/THUDM/LongBench/resolve/main/data.zip
 REQUIRED_FIELDS = ("input", "context", "answers")
 
 
-def load_records(dataset: str, n: int, data_dir: str | None = None) -> list[dict[str, Any]]:
-    """Read the first `n` records of `dataset` from `<dir>/longbench/` or `<dir>/` (`<dataset>.jsonl`), else the hub.
+def local_file(dataset: str, data_dir: str | None = None) -> Path | None:
+    """`<dir>/longbench/<dataset>.jsonl` or `<dir>/<dataset>.jsonl`; None means "fetch from the hub".
 
     A data directory named explicitly (`data_dir` or `$LCH_DATA_DIR`) must hold the file; only when no
     directory was named and the default one lacks it are the records fetched from the hub.
+
+    Raises:
+        UserError: the named directory is missing or lacks the file.
+
     """
     root = data_dir_of(data_dir)
-    if root is not None:
-        candidates = [root / "longbench" / f"{dataset}.jsonl", root / f"{dataset}.jsonl"]
-        for path in candidates:
-            if path.is_file():
-                return _read_jsonl(path, n)
-        if data_dir or os.environ.get("LCH_DATA_DIR"):
-            raise UserError(f"LongBench '{dataset}': no {dataset}.jsonl in {root}/longbench or {root}")
-    return _hub_records(dataset, n)
+    if root is None:
+        return None
+    for path in (root / "longbench" / f"{dataset}.jsonl", root / f"{dataset}.jsonl"):
+        if path.is_file():
+            return path
+    if data_dir or os.environ.get("LCH_DATA_DIR"):
+        raise UserError(f"LongBench '{dataset}': no {dataset}.jsonl in {root}/longbench or {root}")
+    return None
+
+
+def load_records(dataset: str, n: int, data_dir: str | None = None) -> list[dict[str, Any]]:
+    """Read the first `n` records of `dataset` from its `local_file`, else from the hub."""
+    path = local_file(dataset, data_dir)
+    return _read_jsonl(path, n) if path is not None else _hub_records(dataset, n)
 
 
 def _read_jsonl(path: Path, n: int) -> list[dict[str, Any]]:

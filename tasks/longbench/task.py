@@ -20,6 +20,7 @@ from tasks.longbench.build import (
     MAX_NEW_TOKENS,
     Truncation,
     load_records,
+    local_file,
     render_prompt,
     truncate,
     use_chat_template,
@@ -70,6 +71,12 @@ class LongBench(Task):
         super().__init__(config, tokenizer)
         self._frames: dict[str, tuple[list[int], list[int]]] = {}
         self._newlines: list[int] | None = None
+
+    @classmethod
+    def check_config(cls, config: LongBenchConfig) -> None:
+        """Check that a named data directory holds every chosen dataset's file (no reading)."""
+        for dataset in config.datasets:
+            local_file(dataset, config.data_dir)
 
     def _ids(self, text: str) -> list[int]:
         return ids(self.tokenizer, text)
