@@ -32,23 +32,39 @@ class Outcome:
 
 
 def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True, command: str = "") -> list[Outcome]:
-    """Run every cell of `spec` not yet complete in its store; return what happened to each cell."""
-    cells = expand(spec)  # validates every name and option before any model is loaded
-    store = Store(spec.output)
+    """Run every cell of `spec` not yet complete in its store; return what happened to each cell.
+
+    A run is recorded in the store's `runs` table only when it has cells to run, and only once the
+    model has loaded, so a bad input or a rerun of a finished sweep leaves the store as it was.
+    """
+    cells = expand(spec)  # validates every name, option, data path and the device before any model is loaded
+    store = Store(spec.output)  # an output that is not an lch store, or cannot be written, stops here
+    try:
+        outcomes = []
+        todo = []
+        for cell in cells:
+            previous = store.cell(cell.cell_id)
+            if previous is not None and previous["status"] in FAILED and not retry_failed:
+                outcomes.append(Outcome(cell, previous["status"], 0, previous["error"]))
+            elif previous is not None and previous["status"] == "done" and (previous["samples"] or 0) >= cell.samples:
+                outcomes.append(Outcome(cell, "done", 0))
+            else:
+                todo.append(cell)
+        if todo:
+            outcomes += _run_cells(spec, todo, store, progress, command)
+    finally:
+        store.close()
+    order = {cell.cell_id: index for index, cell in enumerate(cells)}
+    return sorted(outcomes, key=lambda outcome: order[outcome.cell.cell_id])
+
+
+def _run_cells(spec: SweepSpec, todo: list[Cell], store: Store, progress: bool, command: str) -> list[Outcome]:
+    # The model loads before the run is recorded: an unloadable model is a user error that must not touch the store.
+    loaded = load_model(spec.model, spec.dtype, spec.device)
     run_id = uuid.uuid4().hex[:12]
     store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
     outcomes = []
-    todo = []
-    for cell in cells:
-        previous = store.cell(cell.cell_id)
-        if previous is not None and previous["status"] in FAILED and not retry_failed:
-            outcomes.append(Outcome(cell, previous["status"], 0, previous["error"]))
-        elif previous is not None and previous["status"] == "done" and (previous["samples"] or 0) >= cell.samples:
-            outcomes.append(Outcome(cell, "done", 0))
-        else:
-            todo.append(cell)
     try:
-        loaded = load_model(spec.model, spec.dtype, spec.device) if todo else None
         with tqdm(total=sum(c.samples for c in todo), disable=not progress, unit="sample", dynamic_ncols=True) as bar:
             for cell in todo:
                 bar.set_description(f"{cell.label} {cell.task}@{cell.length}")
@@ -56,9 +72,7 @@ def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True
                 outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar))
     finally:
         store.finish_run(run_id)
-        store.close()
-    order = {cell.cell_id: index for index, cell in enumerate(cells)}
-    return sorted(outcomes, key=lambda outcome: order[outcome.cell.cell_id])
+    return outcomes
 
 
 def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flops: bool, bar) -> Outcome:
@@ -128,7 +142,11 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
     costs = metered.costs
     return {
         "instance_id": instance.id, "prediction": score.prediction, "target": instance.target,
-        "score": score.score, "metrics": score.metrics, "metadata": {**instance.metadata, **score.details},
+        "score": score.score, "metrics": score.metrics,
+        "metadata": {
+            **instance.metadata, **score.details,
+            "beyond_trained_window": method.beyond_trained_window(len(instance.input_ids)),
+        },
         "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),
         "prefill_s": costs.prefill_s, "decode_s": costs.decode_s, "decode_tokens": score.decode_tokens,
         "peak_mem_bytes": costs.peak_mem_bytes, "state_bytes": method.state_bytes(), "flops": costs.flops,

@@ -59,10 +59,22 @@ def test_every_sample_stored_once_and_rerun_adds_nothing(tmp_path):
     assert [o.status for o in outcomes] == ["done"] * 4 and sum(o.ran for o in outcomes) == 12
     db = sweep.output
     assert rows(db, "SELECT count(*), count(DISTINCT cell_id || '/' || idx) FROM samples") == [(12, 12)]
+    assert rows(db, "SELECT count(*) FROM runs WHERE finished IS NOT NULL") == [(1,)]
     again = run_sweep(sweep, progress=False)
     assert sum(o.ran for o in again) == 0
     assert rows(db, "SELECT count(*) FROM samples") == [(12,)]
-    assert rows(db, "SELECT count(*) FROM runs") == [(2,)]
+    assert rows(db, "SELECT count(*) FROM runs") == [(1,)]  # a rerun with nothing to do is no run
+
+
+def test_sample_metadata_says_whether_the_input_is_beyond_the_trained_window(tmp_path):
+    sweep = spec(tmp_path, ["full"], lengths=[300, 4200], samples=1)  # the tiny model is trained to 4096 positions
+    run_sweep(sweep, progress=False)
+    stored = rows(
+        sweep.output,
+        "SELECT c.length, json_extract(s.metadata, '$.beyond_trained_window') FROM samples s "
+        "JOIN cells c USING (cell_id) ORDER BY c.length",
+    )
+    assert stored == [(300, 0), (4200, 1)]
 
 
 def test_more_samples_extend_cells_without_redoing(tmp_path):
