@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
@@ -26,7 +27,11 @@ def _options(pairs: list[str], what: str) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"{what} '{pair}' must look like key=value")
-        parsed = [yaml.safe_load(v) for v in value.split(",") if v] if "," in value else yaml.safe_load(value)
+        try:
+            parsed = [yaml.safe_load(v) for v in value.split(",") if v] if "," in value else yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise UserError(f"{what} '{pair}': the value is not a YAML scalar or a,b list ({problem})") from None
         options[key.strip()] = parsed
     return options
 
@@ -103,19 +108,40 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Write the method-vs-method report (markdown, self-contained HTML, PNG figures) of a store."""
+    from harness.store import read_only
     from reports.render import write_report
+    from reports.tables import load
 
-    written = write_report(args.store, args.out, baseline=args.baseline, seed=args.seed)
-    print(f"report written to {written.html} and {written.markdown} ({len(written.figures)} figures in {args.out})")
+    read_only(args.store).close()  # the same one-line check of the store as `lch results`
+    # The report's own labels, not the stored ones: it makes them unique (adding the model or the seed).
+    labels = sorted(set(load(args.store)["cells"]["label"]))
+    if args.baseline is not None and args.baseline not in labels:
+        # A baseline that matches nothing would give a report with an empty comparison, silently.
+        raise UserError(f"--baseline '{args.baseline}' is not a method label of '{args.store}': {', '.join(labels)}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the way, or a place that cannot be written
+        raise UserError(f"cannot write the report into '{out}': {error.strerror or error}") from None
+    written = write_report(args.store, out, baseline=args.baseline or "full", seed=args.seed)
+    print(f"report written to {written.html} and {written.markdown} ({len(written.figures)} figures in {out})")
 
 
 def _command() -> str:
     return " ".join(shlex.quote(a) for a in ["lch", *sys.argv[1:]])
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are `UserError`s, printed as one line like every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise instead of printing the usage block and exiting (the `--help` hint replaces the usage)."""
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (every flag has help)."""
-    top = argparse.ArgumentParser(prog="lch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = _Parser(prog="lch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="registered methods, tasks and built-in models").set_defaults(fn=cmd_list)
@@ -154,19 +180,20 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="method-vs-method report (accuracy and cost) of a store")
     rp.add_argument("store", help="SQLite store written by eval/run")
     rp.add_argument("--out", required=True, help="output directory for report.md, report.html and the PNG figures")
-    rp.add_argument("--baseline", default="full", help="method label the paired comparison is against (default full)")
+    rp.add_argument("--baseline", help="method label to compare against (default full; a given one must exist)")
     rp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default 0)")
     rp.set_defaults(fn=cmd_report)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print one line and exit 2."""
-    args = parser().parse_args(argv)
+    """Entry point: user errors (usage errors included) print one line and exit 2."""
     try:
+        args = parser().parse_args(argv)
         args.fn(args)
     except UserError as error:
-        print(f"lch: error: {error}", file=sys.stderr)
+        # One line even when a message quotes multi-line text (a file's content, a library's error).
+        print(f"lch: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lch: interrupted; finished samples are stored, rerun the same command to resume", file=sys.stderr)
