@@ -28,13 +28,16 @@ class KVBuffer:
         self._v[:, :, self.length : needed] = v
         self.length = needed
 
-    def keep(self, index: torch.Tensor) -> None:
-        """Keep only the entries at `index` (`[n']` positions in the buffer), in that order."""
-        if self._k is None:
+    def drop(self, start: int, stop: int) -> None:
+        """Remove entries `[start, stop)`, moving later ones down in place so the capacity stays for appends."""
+        if self._k is None or stop <= start:
             return
-        self._k = self._k[:, :, index].contiguous()
-        self._v = self._v[:, :, index].contiguous()
-        self.length = index.numel()
+        tail = slice(stop, self.length)
+        moved = self.length - stop
+        # clone: source and destination overlap when fewer entries are dropped than follow them
+        self._k[:, :, start : start + moved] = self._k[:, :, tail].clone()
+        self._v[:, :, start : start + moved] = self._v[:, :, tail].clone()
+        self.length -= stop - start
 
     @property
     def k(self) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from methods.attention import repeat_kv, rotate
+from methods.attention import rotate, sdpa
 from methods.base import MethodConfig, register_method
 from methods.decoder import DecoderMethod
 from methods.kv_buffer import KVBuffer
@@ -40,7 +40,10 @@ class StreamingConfig(MethodConfig):
 
 
 class SinkWindowAttention:
-    """Per-layer cache of un-rotated keys: sinks (positions < n_sink) and the last `window` others."""
+    """Per-layer cache of un-rotated keys: sinks (positions < n_sink) and the last `window` others.
+
+    Entries stay in position order (sinks first), so the cache is sliced, never gathered.
+    """
 
     def __init__(self, backbone, n_sink: int, window: int) -> None:
         self.backbone = backbone
@@ -56,28 +59,23 @@ class SinkWindowAttention:
         keys = torch.cat([self.cached_positions, queries])
         s, w = self.n_sink, self.window
         is_sink = keys < s
+        self.sinks = int(is_sink.sum())
         visible = (keys[None] <= queries[:, None]) & (is_sink[None] | (keys[None] >= queries[:, None] - w))
-        self.sink_index = torch.nonzero(is_sink).squeeze(-1).to(device)
-        self.recent_index = torch.nonzero(~is_sink).squeeze(-1).to(device)
-        self.mask = torch.cat([visible[:, is_sink], visible[:, ~is_sink]], dim=1).to(device)
+        self.mask = visible.to(device)
         # Local frame for recent keys: the oldest non-sink key sits at index n_sink, as in the official cache.
-        origin = int(keys[~is_sink].min()) if bool((~is_sink).any()) else s
+        origin = int(keys[self.sinks :].min()) if keys.numel() > self.sinks else s
         local = lambda p: (p - origin + s).clamp(min=0)  # noqa: E731
         rope = self.backbone.rope
-        self.k_sink_rope = rope(keys[is_sink].to(device))
-        self.k_recent_rope = rope(local(keys[~is_sink]).to(device))
-        self.q_sink_rope = rope(queries.clamp(max=s + w).to(device))
-        self.q_recent_rope = rope(local(queries).to(device))
-        self.keep = self._kept(keys)
-        self.kept_positions = keys[self.keep.cpu()]
+        self.k_rope = rope(torch.where(is_sink, keys, local(keys)).to(device))
+        q_sink, q_recent = queries.clamp(max=s + w), local(queries)
+        self.q_rope = rope(q_recent.to(device))
+        # Sinks see each query at min(p, n_sink + window); while that equals the query's local position
+        # (always when decoding, and before the first eviction) one rotation serves every key.
+        self.q_sink_rope = None if self.sinks == 0 or torch.equal(q_sink, q_recent) else rope(q_sink.to(device))
+        recent = keys.numel() - self.sinks
+        self.evict = (self.sinks, self.sinks + max(0, recent - w))
+        self.kept_positions = torch.cat([keys[: self.evict[0]], keys[self.evict[1] :]])
         self._prepared_for = positions
-
-    def _kept(self, keys: torch.Tensor) -> torch.Tensor:
-        """Buffer indices that survive eviction after this chunk: all sinks and the newest `window` others."""
-        index = torch.arange(keys.numel())
-        sinks = index[keys < self.n_sink]
-        recent = index[keys >= self.n_sink][-self.window :]
-        return torch.cat([sinks, recent]).to(self.backbone.device)
 
     def attend(self, layer, q, k, v, positions):
         """Attend a chunk over [sinks ; window ; chunk] with pos-shifted rotations, then evict."""
@@ -85,19 +83,18 @@ class SinkWindowAttention:
             self._prepare(positions)
         buffer = self.cache[layer]
         buffer.append(k, v)
-        sink_k = rotate(buffer.k[:, :, self.sink_index], *self.k_sink_rope)
-        recent_k = rotate(buffer.k[:, :, self.recent_index], *self.k_recent_rope)
-        # Sink and recent keys need different query rotations. One fused SDPA call still does it exactly:
-        # queries carry both rotations side by side and each key is zero in the half that is not its own.
-        dim = q.shape[-1]
-        query = torch.cat([rotate(q, *self.q_sink_rope), rotate(q, *self.q_recent_rope)], dim=-1)
-        key = torch.cat([F.pad(sink_k, (0, dim)), F.pad(recent_k, (dim, 0))], dim=2)
-        value = torch.cat([buffer.v[:, :, self.sink_index], buffer.v[:, :, self.recent_index]], dim=2)
-        n_rep = q.shape[1] // k.shape[1]
-        out = F.scaled_dot_product_attention(
-            query, repeat_kv(key, n_rep), repeat_kv(value, n_rep), attn_mask=self.mask, scale=self.backbone.scale
-        )
-        buffer.keep(self.keep)
+        keys, values, scale = rotate(buffer.k, *self.k_rope), buffer.v, self.backbone.scale
+        if self.q_sink_rope is None:
+            out = sdpa(rotate(q, *self.q_rope), keys, values, attn_mask=self.mask, scale=scale)
+        else:
+            # Sinks and recent keys need different query rotations. One fused SDPA call still does it exactly:
+            # queries carry both rotations side by side and each key is zero in the half that is not its own.
+            # Values are padded to the same width: SDPA's fused CPU kernel needs it (2x faster than its fallback).
+            dim, n = q.shape[-1], self.sinks
+            query = torch.cat([rotate(q, *self.q_sink_rope), rotate(q, *self.q_rope)], dim=-1)
+            key = torch.cat([F.pad(keys[:, :, :n], (0, dim)), F.pad(keys[:, :, n:], (dim, 0))], dim=2)
+            out = sdpa(query, key, F.pad(values, (0, dim)), attn_mask=self.mask, scale=scale)[..., :dim]
+        buffer.drop(*self.evict)
         if layer == len(self.cache) - 1:
             self.cached_positions = self.kept_positions
         return out
