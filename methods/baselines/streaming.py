@@ -87,17 +87,30 @@ class SinkWindowAttention:
         if self.q_sink_rope is None:
             out = sdpa(rotate(q, *self.q_rope), keys, values, attn_mask=self.mask, scale=scale)
         else:
-            # Sinks and recent keys need different query rotations. One fused SDPA call still does it exactly:
-            # queries carry both rotations side by side and each key is zero in the half that is not its own.
-            # Values are padded to the same width: SDPA's fused CPU kernel needs it (2x faster than its fallback).
-            dim, n = q.shape[-1], self.sinks
-            query = torch.cat([rotate(q, *self.q_sink_rope), rotate(q, *self.q_rope)], dim=-1)
-            key = torch.cat([F.pad(keys[:, :, :n], (0, dim)), F.pad(keys[:, :, n:], (dim, 0))], dim=2)
-            out = sdpa(query, key, F.pad(values, (0, dim)), attn_mask=self.mask, scale=scale)[..., :dim]
+            out = self._attend_split(q, keys, values)
         buffer.drop(*self.evict)
         if layer == len(self.cache) - 1:
             self.cached_positions = self.kept_positions
         return out
+
+    def _attend_split(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Attention where sinks and recent keys need different query rotations, in one fused SDPA call.
+
+        The exact sink logits are computed apart ([B, H, T, n_sink], cheap) and enter as extra query
+        dimensions that meet one-hot sink keys; recent keys are zero there. Head size grows by n_sink
+        (1.06x the work at 4 sinks) instead of doubling with two rotations side by side.
+        """
+        batch, kv_heads, _, dim = keys.shape
+        n = self.sinks
+        sink_q = rotate(q, *self.q_sink_rope).unflatten(1, (kv_heads, -1))  # [B, Hkv, rep, T, d]: SDPA's GQA order
+        sink_logits = (sink_q @ keys[:, :, None, :n].transpose(-1, -2)).flatten(1, 2)  # [B, H, T, n]
+        query = torch.cat([rotate(q, *self.q_rope), sink_logits], dim=-1)
+        one_hot = torch.eye(n, dtype=keys.dtype, device=keys.device).expand(batch, kv_heads, n, n)
+        sink_keys = torch.cat([keys.new_zeros(batch, kv_heads, n, dim), one_hot], dim=-1)
+        key = torch.cat([sink_keys, F.pad(keys[:, :, n:], (0, n))], dim=2)
+        # Values padded to the same width: SDPA's fused CPU kernel needs it (2x faster than its fallback).
+        out = sdpa(query, key, F.pad(values, (0, n)), attn_mask=self.mask, scale=self.backbone.scale)
+        return out[..., :dim]
 
     def nbytes(self) -> int:
         """Bytes of K and V held over all layers."""
