@@ -108,11 +108,11 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Write the method-vs-method report (markdown, self-contained HTML, PNG figures) of a store."""
-    from harness.store import read_only
+    from harness.store import open_existing
     from reports.render import write_report
     from reports.tables import load
 
-    read_only(args.store).close()  # the same one-line check of the store as `lch results`
+    open_existing(args.store).close()  # the same one-line check of the store as `lch results`
     # The report's own labels, not the stored ones: it makes them unique (adding the model or the seed).
     labels = sorted(set(load(args.store)["cells"]["label"]))
     if args.baseline is not None and args.baseline not in labels:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.store import read_only
+from harness.store import open_existing
 
 COLUMNS = ["method", "task", "length", "samples", "score", "prefill_s", "decode_s", "peak_mem_mb", "state_mb", "status"]
 
@@ -25,7 +25,7 @@ def summary(path: str | Path) -> pd.DataFrame:
     `score` is the task's headline metric from the cell's aggregate when the cell is done (e.g.
     token-weighted perplexity), else the mean over the samples stored so far.
     """
-    with contextlib.closing(read_only(path)) as db:
+    with contextlib.closing(open_existing(path)) as db:
         rows = pd.read_sql_query(QUERY, db)
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)

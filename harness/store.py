@@ -54,8 +54,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def read_only(path: str | Path) -> sqlite3.Connection:
-    """Open an existing results store for reading (the caller closes it).
+def open_existing(path: str | Path) -> sqlite3.Connection:
+    """Open an existing results store to read it (the caller closes it).
 
     The one check of "is this an lch store" that `lch results`, `lch report` and writers share.
 
@@ -68,7 +68,9 @@ def read_only(path: str | Path) -> sqlite3.Connection:
         raise UserError(f"results store '{path}' is a directory")
     if not path.is_file():
         raise UserError(f"results store '{path}' not found")
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    # Not `?mode=ro`: a read-only connection cannot remove the -wal/-shm files it makes beside a WAL
+    # store, so every read would leave two files behind. Reading through a normal connection writes nothing.
+    db = sqlite3.connect(path)
     try:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as error:  # random bytes, a text file: "file is not a database"
@@ -95,7 +97,7 @@ class Store:
         self.path = Path(path)
         if self.path.is_dir() or (self.path.is_file() and self.path.stat().st_size):
             # Check before writing: the schema below would otherwise be added to someone else's database.
-            read_only(self.path).close()
+            open_existing(self.path).close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None)
