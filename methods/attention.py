@@ -23,8 +23,11 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
         cos, sin = cos[:, None], sin[:, None]
     x32 = x.float()
     half = x32.shape[-1] // 2
-    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    # x * cos + rotate_half(x) * sin, without materialising rotate_half (3 passes over x instead of 5)
+    out = x32 * cos
+    out[..., :half].addcmul_(x32[..., half:], sin[..., :half], value=-1)
+    out[..., half:].addcmul_(x32[..., :half], sin[..., half:])
+    return out.to(x.dtype)
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
