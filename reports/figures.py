@@ -3,6 +3,8 @@
 Figures are built as bare `matplotlib.figure.Figure` objects, never through `pyplot`, so building a
 report neither needs a display nor changes the backend or global state of a notebook using it.
 `figures(tables, baseline)` returns name -> (figure, caption); `render` saves them as PNG.
+Length axes carry ticks at the measured lengths only (`reports.axes`); a cell whose inputs run past
+the base model's trained window is drawn with a hollow marker (its `beyond_window` flag).
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from reports.cost import METRICS
+from reports import axes
+from reports.cost import METRICS, medians
 
 MAX_LENGTH_PANELS = 3
+BEYOND_LABEL = "hollow: input past the trained window"
+TRADEOFF_COSTS = {"memory": ("peak_mem_bytes", "pareto_mem", "bytes", "peak memory"),
+                  "prefill": ("prefill_s", "pareto_prefill", "s", "prefill time")}  # fmt: skip
 
 
 def palette(methods, baseline: str | None = None) -> dict[str, tuple]:
@@ -24,113 +31,192 @@ def palette(methods, baseline: str | None = None) -> dict[str, tuple]:
     return dict(zip(ordered, colours, strict=True))
 
 
-def _figure(panels: int, width: float = 4.6, height: float = 3.6, columns: int = 4) -> tuple[Figure, list]:
-    """Make a constrained-layout figure with `panels` axes, wrapped into rows of at most `columns`."""
-    cols = min(panels, columns)
-    rows = -(-panels // cols)
+def _figure(panels: int, width: float = 4.6, height: float = 3.6, columns: int = 4, sharey: bool = False):
+    """Make a constrained-layout figure with exactly `panels` axes in rows of at most `columns`.
+
+    A short last row is centred instead of padded with empty axes: each panel spans two cells of a
+    grid twice as wide as the number of columns.
+    """
+    rows = -(-panels // columns)
+    cols = -(-panels // rows)  # 4 panels in rows of 3 become 2 x 2, not 3 + 1
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    return fig, axes[:panels]
+    grid = fig.add_gridspec(rows, 2 * cols)
+    out = []
+    for i in range(panels):
+        row, col = divmod(i, cols)
+        offset = cols - min(cols, panels - row * cols)  # empty half-cells on each side of a short row
+        start = 2 * col + offset
+        out.append(fig.add_subplot(grid[row, start : start + 2], sharey=out[0] if sharey and out else None))
+    return fig, out
+
+
+def _points(ax, x, y, colour, beyond, size: float = 36, **kwargs) -> None:
+    """Scatter filled markers, hollow ones where `beyond` (past the trained window)."""
+    beyond = np.asarray(beyond, dtype=bool)
+    x, y = np.asarray(x), np.asarray(y)
+    ax.scatter(x[~beyond], y[~beyond], color=colour, s=size, zorder=3, **kwargs)
+    # On top and a little larger: a hollow marker under another method's filled one would vanish.
+    ax.scatter(x[beyond], y[beyond], facecolors="white", edgecolors=colour, linewidths=1.5, s=1.6 * size, zorder=4,
+               **kwargs)  # fmt: skip
+
+
+def _handle(colour, label: str, line: bool = True, hollow: bool = False) -> Line2D:
+    face = "white" if hollow else colour
+    return Line2D([], [], color=colour, marker="o", markerfacecolor=face, linestyle="-" if line else "none",
+                  label=label)  # fmt: skip
+
+
+def _beyond_handle() -> Line2D:
+    return _handle("0.35", BEYOND_LABEL, line=False, hollow=True)
+
+
+def _line(ax, frame: pd.DataFrame, x: str, y: str, colours: dict, band: tuple[str, str] | None = None, per_point=True):
+    """One line per method with markers and an optional band; returns the legend handles.
+
+    With `per_point`, a point whose cell ran past the trained window is hollow. Otherwise (x is not
+    the input length, so one cell is the whole line) the method's legend entry says so instead.
+    """
+    handles, hollow = [], False
+    for method, group in frame.groupby("method"):
+        group = group.sort_values(x)
+        colour, beyond = colours[method], group["beyond_window"].to_numpy(dtype=bool)
+        ax.plot(group[x], group[y], color=colour)
+        _points(ax, group[x], group[y], colour, beyond if per_point else np.zeros(len(group), dtype=bool))
+        if band and group[band[0]].notna().any():
+            ax.fill_between(group[x], group[band[0]], group[band[1]], color=colour, alpha=0.15, linewidth=0)
+        whole = not per_point and beyond.any()
+        handles.append(_handle(colour, f"{method} (input past the trained window)" if whole else method))
+        hollow = hollow or (per_point and beyond.any())
+    return [*handles, _beyond_handle()] if hollow else handles
 
 
 def passkey_heatmaps(depth: pd.DataFrame, colours: dict) -> Figure:
-    """Accuracy per needle depth x length, one red-to-green panel per method (0..1)."""
+    """Accuracy per needle depth x length, one red-to-green panel per method (0..1); † marks lengths past the window."""
     methods = sorted(depth["method"].unique(), key=list(colours).index)
-    fig, axes = _figure(len(methods), width=max(3.2, 0.9 * depth["length"].nunique() + 2.0))
-    for ax, method in zip(axes, methods, strict=True):
-        grid = depth[depth["method"] == method].pivot(index="depth", columns="length", values="accuracy")
-        sns.heatmap(grid, ax=ax, cmap="RdYlGn", vmin=0.0, vmax=1.0, annot=True, fmt=".2f", cbar=ax is axes[-1])
+    fig, panels = _figure(len(methods), width=max(3.2, 0.55 * depth["length"].nunique() + 1.8), columns=3)
+    for ax, method in zip(panels, methods, strict=True):
+        mine = depth[depth["method"] == method]
+        grid = mine.pivot(index="depth", columns="length", values="accuracy")
+        sns.heatmap(grid, ax=ax, cmap="RdYlGn", vmin=0.0, vmax=1.0, annot=True, fmt=".2f", cbar=ax is panels[-1])
+        beyond = set(mine.loc[mine["beyond_window"], "length"]) if "beyond_window" in mine else set()
+        ax.set_xticklabels([axes.tokens(n) + (" †" if n in beyond else "") for n in grid.columns])
         ax.set_title(method, color=colours[method])
-        ax.set_xlabel("input length (tokens)")
+        ax.set_xlabel("input length (tokens; † past the trained window)" if beyond else "input length (tokens)")
         ax.set_ylabel("needle depth")
+        ax.tick_params(axis="y", labelrotation=0)
     return fig
-
-
-def _line(ax, frame: pd.DataFrame, x: str, y: str, colours: dict, low: str | None = None, high: str | None = None):
-    for method, group in frame.groupby("method"):
-        group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker="o", color=colours[method], label=method)
-        if low and high and group[low].notna().any():
-            ax.fill_between(group[x], group[low], group[high], color=colours[method], alpha=0.15, linewidth=0)
 
 
 def passkey_lengths(summary: pd.DataFrame, colours: dict) -> Figure:
     """Passkey accuracy vs input length per method, with the 95% bootstrap band."""
     fig, (ax,) = _figure(1, width=6.0)
-    _line(ax, summary[(summary["task"] == "passkey") & summary["value"].notna()], "length", "value", colours,
-          "ci_low", "ci_high")  # fmt: skip
-    ax.set_xscale("log", base=2)
+    frame = summary[(summary["task"] == "passkey") & summary["value"].notna()]
+    handles = _line(ax, frame, "length", "value", colours, ("ci_low", "ci_high"))
+    axes.length_axis(ax, frame["length"])
     ax.set(xlabel="input length (tokens)", ylabel="accuracy", ylim=(-0.05, 1.05))
-    ax.legend(fontsize="small")
+    ax.legend(handles=handles, fontsize="small")
     return fig
 
 
 def perplexity_lengths(table: pd.DataFrame, colours: dict) -> Figure:
     """Token-weighted perplexity vs length per method (log x), with the 95% document-bootstrap band."""
     fig, (ax,) = _figure(1, width=6.0)
-    _line(ax, table[table["perplexity"].notna()], "length", "perplexity", colours, "ci_low", "ci_high")
-    ax.set_xscale("log", base=2)
+    frame = table[table["perplexity"].notna()]
+    handles = _line(ax, frame, "length", "perplexity", colours, ("ci_low", "ci_high"))
+    axes.length_axis(ax, frame["length"])
     ax.set(xlabel="input length (tokens)", ylabel="perplexity (lower is better)")
-    ax.legend(fontsize="small")
+    ax.legend(handles=handles, fontsize="small")
     return fig
 
 
 def position_curves(curve: pd.DataFrame, colours: dict, protocol: str) -> Figure:
     """Plot NLL per token by position bucket, one panel per length (the longest few), to show if far context helps."""
     lengths = sorted(curve["length"].unique())[-MAX_LENGTH_PANELS:]
-    fig, axes = _figure(len(lengths), height=3.9)
-    for ax, length in zip(axes, lengths, strict=True):
-        _line(ax, curve[curve["length"] == length], "position", "nll", colours)
-        ax.set(title=f"length {length}", xlabel="token position (bucket start)", ylabel="NLL per token")
-    axes[0].legend(fontsize="small")
+    fig, panels = _figure(len(lengths), height=3.9, sharey=True)
+    for ax, length in zip(panels, lengths, strict=True):
+        handles = _line(ax, curve[curve["length"] == length], "position", "nll", colours, per_point=False)
+        axes.token_formatter(ax)
+        ax.set(title=f"length {axes.tokens(length)}", xlabel="token position (bucket start)", ylabel="NLL per token")
+        ax.legend(handles=handles, fontsize="small")
     fig.supxlabel(protocol, fontsize="small")  # e.g. "protocol=sliding, window=4096, stride=2048"
     return fig
 
 
+def _fit_label(method: str, fit: pd.DataFrame) -> tuple[str, float, float]:
+    """Legend text `full: ∝ n^1.93` and the (exponent, coefficient), NaN when not fitted (< 3 lengths)."""
+    if fit.empty or not np.isfinite(fit["exponent"].iloc[0]):
+        lengths = int(fit["lengths"].iloc[0]) if len(fit) else 0
+        return f"{method} (no fit: {lengths} length{'s' * (lengths != 1)})", float("nan"), float("nan")
+    k, c = float(fit["exponent"].iloc[0]), float(fit["coefficient"].iloc[0])
+    k = 0.0 if abs(k) < 0.005 else k  # print 0.00, never -0.00, for a flat line
+    return f"{method}: ∝ n^{k:.2f}", k, c
+
+
 def cost_curves(cost: pd.DataFrame, scaling: pd.DataFrame, colours: dict) -> Figure:
-    """Each recorded cost metric vs input tokens per method (log-log), with the fitted power law."""
-    metrics = [m for m in METRICS if cost[m].gt(0).any()]
-    fig, axes = _figure(len(metrics), width=4.2, columns=3)
-    points = cost.groupby(["method", "input_tokens"])[metrics].median().reset_index()
-    for ax, metric in zip(axes, metrics, strict=True):
-        for method, group in points.groupby("method"):
-            group = group[group[metric] > 0]
-            ax.scatter(group["input_tokens"], group[metric], color=colours[method], label=method, s=18)
-            fit = scaling[(scaling["method"] == method) & (scaling["metric"] == metric)]
-            if len(fit) and np.isfinite(fit["exponent"].iloc[0]):
-                k, c = fit["exponent"].iloc[0], fit["coefficient"].iloc[0]
-                x = np.geomspace(group["input_tokens"].min(), group["input_tokens"].max(), 20)
-                ax.plot(x, c * x**k, color=colours[method], linewidth=1, alpha=0.8)
+    """Each recorded cost metric vs input tokens per method (log-log, one task), with its fitted power law.
+
+    Points are the per-length medians; the line is the least-squares fit through them (drawn only over
+    the measured range, and only for 3+ lengths), labelled with its exponent in the panel's legend.
+    """
+    points = medians(cost)
+    metrics = [m for m in METRICS if points[m].gt(0).any()]
+    fig, panels = _figure(len(metrics), width=4.4, height=4.0, columns=3)
+    ticks = points.groupby("length")["input_tokens"].median()  # one tick per measured length
+    for ax, metric in zip(panels, metrics, strict=True):
         label, unit = METRICS[metric]
-        ax.set(xscale="log", yscale="log", xlabel="input tokens", ylabel=f"{label} ({unit})", title=label)
-    axes[0].legend(fontsize="small")
+        factor = axes.UNITS[unit][0]
+        handles, drawn = [], [points.loc[points[metric] > 0, metric] * factor]
+        for method, group in points.groupby("method"):
+            group = group[group[metric] > 0].sort_values("input_tokens")
+            if group.empty:
+                continue
+            colour = colours[method]
+            _points(ax, group["input_tokens"], group[metric] * factor, colour, group["beyond_window"], size=24)
+            text, k, c = _fit_label(method, scaling[(scaling["method"] == method) & (scaling["metric"] == metric)])
+            if np.isfinite(k):
+                x = np.geomspace(group["input_tokens"].min(), group["input_tokens"].max(), 32)
+                ax.plot(x, c * x**k * factor, color=colour, linewidth=1.2, alpha=0.85)
+                drawn.append(pd.Series(c * x**k * factor))
+            handles.append(_handle(colour, text, line=np.isfinite(k)))
+        axes.length_axis(ax, ticks)
+        axes.log_axis(ax, pd.concat(drawn), unit)
+        ax.set(xlabel="input tokens", ylabel=label, title=label)
+        # Below the panel, not inside it: a legend of fits would otherwise sit on the points it describes.
+        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
+                  frameon=False)  # fmt: skip
+    if points["beyond_window"].any():
+        fig.legend(handles=[_beyond_handle()], loc="outside lower center", fontsize="small", frameon=False)
     return fig
 
 
-def tradeoff(frame: pd.DataFrame, colours: dict) -> Figure:
-    """Headline score vs peak memory and vs prefill time per cell; Pareto-optimal cells ringed and joined."""
-    fig, axes = _figure(2, width=5.2)
+def tradeoff(frame: pd.DataFrame, colours: dict, cost: str) -> Figure:
+    """Headline score vs one cost (`memory` or `prefill`), one panel per input length; Pareto front ringed and joined.
+
+    Fronts are per length (the `pareto_*` flags of `tables.tradeoff`): across lengths a shorter input
+    is cheaper by construction, so comparing cells of different lengths says nothing about methods.
+    """
+    column, flag, unit, label = TRADEOFF_COSTS[cost]
+    lengths = sorted(frame["length"].unique())
+    fig, panels = _figure(len(lengths), width=3.4, height=3.0, columns=3, sharey=True)
     better = bool(frame["higher_is_better"].iloc[0])
-    for ax, (cost, flag, label) in zip(
-        axes,
-        [("peak_mem_bytes", "pareto_mem", "peak memory (MiB)"), ("prefill_s", "pareto_prefill", "prefill (s)")],
-        strict=True,
-    ):
-        scale = 2**20 if cost == "peak_mem_bytes" else 1.0
-        for method, group in frame.groupby("method"):
-            ax.scatter(group[cost] / scale, group["value"], color=colours[method], label=method, s=30)
-            for _, row in group.iterrows():
-                ax.annotate(str(row["length"]), (row[cost] / scale, row["value"]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
-        front = frame[frame[flag]].sort_values(cost)
-        ax.step(front[cost] / scale, front["value"], where="post", color="black", linewidth=1, alpha=0.6)
-        ax.scatter(front[cost] / scale, front["value"], facecolors="none", edgecolors="black", s=110,
-                   label="Pareto front")  # fmt: skip
-        direction = "higher" if better else "lower"
-        ax.set(xscale="log", xlabel=label, ylabel=f"{frame['metric'].iloc[0]} ({direction} is better)")
-    axes[0].legend(fontsize="small")
+    for ax, length in zip(panels, lengths, strict=True):
+        cells = frame[(frame["length"] == length) & (frame[column] > 0)]
+        for method, group in cells.groupby("method"):
+            _points(ax, group[column], group["value"], colours[method], group["beyond_window"], size=40)
+        front = cells[cells[flag]].sort_values(column)
+        ax.step(front[column], front["value"], where="post", color="black", linewidth=1, alpha=0.6)
+        ax.scatter(front[column], front["value"], facecolors="none", edgecolors="black", s=150, zorder=2)
+        axes.log_axis(ax, cells[column], unit, axis="x", max_ticks=4)  # a narrow panel: four labels fit
+        ax.set(title=f"length {axes.tokens(length)}", xlabel=label)
+        ax.tick_params(axis="x", labelsize="small", labelrotation=30)
+    direction = "higher" if better else "lower"
+    panels[0].set_ylabel(f"{frame['metric'].iloc[0]} ({direction} is better)")
+    handles = [_handle(colours[m], m, line=False) for m in sorted(frame["method"].unique(), key=list(colours).index)]
+    handles.append(Line2D([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black",
+                          color="black", alpha=0.6, label="Pareto front at that length"))  # fmt: skip
+    if frame["beyond_window"].any():
+        handles.append(_beyond_handle())
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
     return fig
 
 
@@ -138,23 +224,32 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
     """Every figure the tables support: name -> (figure, caption)."""
     colours = palette(tables["summary"]["method"], baseline)
     out: dict[str, tuple[Figure, str]] = {}
+    beyond = " Hollow markers: input longer than the base model's trained window."
+    beyond = beyond if tables["summary"]["beyond_window"].any() else ""
     if "passkey_depth" in tables:
-        out["passkey_heatmap"] = (passkey_heatmaps(tables["passkey_depth"], colours),
-                                  "Passkey accuracy per needle depth and input length (red 0, green 1).")  # fmt: skip
+        dagger = "; † input longer than the base model's trained window" if beyond else ""
+        caption = f"Passkey accuracy per needle depth and input length (red 0, green 1){dagger}."
+        out["passkey_heatmap"] = (passkey_heatmaps(tables["passkey_depth"], colours), caption)
     if (tables["summary"]["task"] == "passkey").any() and tables["summary"]["value"].notna().any():
-        out["passkey_length"] = (passkey_lengths(tables["summary"], colours),
-                                 "Passkey accuracy vs input length; band: 95% bootstrap interval.")  # fmt: skip
+        caption = "Passkey accuracy vs input length; band: 95% bootstrap interval." + beyond
+        out["passkey_length"] = (passkey_lengths(tables["summary"], colours), caption)
     if "perplexity" in tables and tables["perplexity"]["perplexity"].notna().any():
-        caption = "Token-weighted perplexity vs input length; band: 95% document bootstrap."
+        caption = "Token-weighted perplexity vs input length; band: 95% document bootstrap." + beyond
         out["perplexity_length"] = (perplexity_lengths(tables["perplexity"], colours), caption)
     if "position_nll" in tables:
         protocols = "; ".join(sorted(set(tables["perplexity"]["protocol"]))) if "perplexity" in tables else ""
-        out["position_nll"] = (position_curves(tables["position_nll"], colours, protocols),
-                               f"NLL per token by position (lower is better). Protocol: {protocols}.")  # fmt: skip
+        whole = " The legend names methods whose input runs past the base model's trained window." if beyond else ""
+        caption = f"NLL per token by position (lower is better). Protocol: {protocols}." + whole
+        out["position_nll"] = (position_curves(tables["position_nll"], colours, protocols), caption)
     if "cost" in tables:
-        caption = "Cost vs input tokens (log-log, median per length), lines: least-squares power-law fit."
-        out["cost"] = (cost_curves(tables["cost"], tables["scaling"], colours), caption)
+        for task, frame in tables["cost"].groupby("task"):
+            caption = (f"{task}: cost vs input tokens (log-log, median per length); lines: least-squares power-law "
+                       "fit n^k through the medians, for methods measured at 3+ lengths." + beyond)  # fmt: skip
+            out[f"cost_{task}"] = (cost_curves(frame, tables["scaling"][tables["scaling"]["task"] == task], colours),
+                                   caption)  # fmt: skip
     for task, frame in tables.get("tradeoff", pd.DataFrame(columns=["task"])).groupby("task"):
-        caption = f"{task}: score vs cost per cell (labels: length); ringed: Pareto front."
-        out[f"tradeoff_{task}"] = (tradeoff(frame, colours), caption)
+        for cost, (_, _, _, label) in TRADEOFF_COSTS.items():
+            caption = (f"{task}: score vs median {label} per cell, one panel per input length; ringed and joined: "
+                       "the Pareto front within that length." + beyond)  # fmt: skip
+            out[f"tradeoff_{task}_{cost}"] = (tradeoff(frame, colours, cost), caption)
     return out

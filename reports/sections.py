@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reports.cost import METRICS
+from reports import axes
+from reports.cost import METRICS, MIN_FIT_LENGTHS, medians
 from reports.tasks import longbench_order
 
 STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
+DAGGER = "†"
+FOOTNOTE = f"{DAGGER} input longer than the base model's trained window."
 EXAMPLES_PER_TASK = 2
 PREDICTION_CHARS = 160
 
@@ -50,6 +53,16 @@ class Section:
         """Append a figure by name (the writer adds the PNG)."""
         self.blocks.append(Block("figure", text=caption, name=name))
 
+    def footnote(self, beyond) -> None:
+        """Append the dagger's footnote when any of `beyond` is true (a table above marked a cell)."""
+        if any(bool(b) for b in beyond):
+            self.text(FOOTNOTE)
+
+
+def mark(text: str, beyond) -> str:
+    """`0.667` -> `0.667†` for a cell whose inputs run past the base model's trained window."""
+    return f"{text}{DAGGER}" if bool(beyond) else text
+
 
 def fmt(value, digits: int = 3) -> str:
     """Format a number short enough for a table cell; `–` for missing."""
@@ -71,19 +84,28 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def human(value, unit: str) -> str:
+    """A cost in its unit (`s`, `ms`, `bytes`, `FLOP`) as the figures label it: `392 ms`, `110 MiB`; `–` if missing."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    factor, family = axes.UNITS[unit]
+    return axes.LABELS[family](value * factor)
+
+
 def count(value) -> str:
     """Format a count (stored as float in aggregates) as an integer; `–` for missing."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
 
 
 def score_text(row) -> str:
-    """`0.667 [0.333, 1.00] n=3`, or the cell's failure status (OOM is a result, never a blank)."""
+    """`0.667 [0.333, 1.00] n=3` (`0.667†` past the trained window), or the failure status (OOM is never a blank)."""
     if row["status"] in STATUS_TEXT:
         return STATUS_TEXT[row["status"]] + (f" (after {row['n']} samples)" if row["n"] else "")
     if row["n"] == 0 and not (isinstance(row["value"], float) and math.isfinite(row["value"])):
         return "no samples" if row["status"] != "running" else "running (no samples)"
     interval = f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
-    text = f"{fmt(row['value'])}{interval} n={row['n']}" + (f" ({row['skipped']} skipped)" if row["skipped"] else "")
+    value = mark(fmt(row["value"]), row.get("beyond_window", False))
+    text = f"{value}{interval} n={row['n']}" + (f" ({row['skipped']} skipped)" if row["skipped"] else "")
     return text + (" (running)" if row["status"] == "running" else "")
 
 
@@ -100,6 +122,7 @@ def summary_section(summary: pd.DataFrame) -> Section:
         grid = grid.reindex(columns=sorted(grid.columns)).fillna("not run").reset_index()
         grid.columns = ["method", *[str(c) for c in grid.columns[1:]]]
         section.table(grid, f"{task}: {group['metric'].iloc[0]} ({direction} is better) by input length (tokens)")
+    section.footnote(summary["beyond_window"] & summary["value"].notna())
     failed = summary[summary["status"].isin(list(STATUS_TEXT))]
     if len(failed):
         errors = failed.assign(
@@ -116,10 +139,13 @@ def passkey_section(tables: dict, figures: dict) -> Section:
     for name in ("passkey_heatmap", "passkey_length"):
         if name in figures:
             section.figure(name, figures[name])
-    depth = tables["passkey_depth"].assign(text=lambda f: f["accuracy"].map(fmt) + " (" + f["n"].astype(str) + ")")
+    depth = tables["passkey_depth"]
+    depth = depth.assign(text=[f"{mark(fmt(a), b)} ({n})" for a, b, n in
+                               zip(depth["accuracy"], depth["beyond_window"], depth["n"], strict=True)])  # fmt: skip
     grid = depth.pivot(index=["method", "depth"], columns="length", values="text").fillna("–").reset_index()
     grid.columns = [str(c) for c in grid.columns]
     section.table(grid, "Accuracy (samples) per method and needle depth, by input length")
+    section.footnote(depth["beyond_window"])
     return section
 
 
@@ -130,14 +156,16 @@ def perplexity_section(tables: dict, figures: dict) -> Section:
     shown = pd.DataFrame(
         {
             "method": frame["method"], "length": frame["length"],
-            "perplexity": [f"{fmt(p)} [{fmt(lo)}, {fmt(hi)}]" if isinstance(lo, float) and math.isfinite(lo)
-                           else (STATUS_TEXT.get(s) or fmt(p)) for p, lo, hi, s in
-                           zip(frame["perplexity"], frame["ci_low"], frame["ci_high"], frame["status"], strict=True)],
+            "perplexity": [f"{mark(fmt(p), b)} [{fmt(lo)}, {fmt(hi)}]" if isinstance(lo, float) and math.isfinite(lo)
+                           else (STATUS_TEXT.get(s) or mark(fmt(p), b)) for p, lo, hi, s, b in
+                           zip(frame["perplexity"], frame["ci_low"], frame["ci_high"], frame["status"],
+                               frame["beyond_window"].fillna(False), strict=True)],
             "tokens": frame["tokens"].map(count), "documents": frame["documents"].map(count),
             "skipped docs": frame["skipped_documents"].map(count), "protocol": frame["protocol"],
         }
     )  # fmt: skip
     section.table(shown, "Token-weighted perplexity exp(sum NLL / tokens) (lower is better), 95% document bootstrap")
+    section.footnote(frame["beyond_window"].fillna(False))
     for name in ("perplexity_length", "position_nll"):
         if name in figures:
             section.figure(name, figures[name])
@@ -147,7 +175,10 @@ def perplexity_section(tables: dict, figures: dict) -> Section:
 def longbench_section(tables: dict) -> Section:
     """Section 4: per-dataset scores, category averages, EN/ZH averages, 16-EN mean, truncated/skipped counts."""
     section = Section("LongBench")
-    frame = tables["longbench"].assign(column=lambda f: f["method"] + " @" + f["length"].astype(str))
+    beyond = _beyond(tables["summary"])
+    frame = tables["longbench"].assign(column=lambda f: [
+        mark(f"{m} @{n}", beyond.get(("longbench", m, n), False)) for m, n in zip(f["method"], f["length"], strict=True)
+    ])  # fmt: skip
     grid = frame.pivot_table(index="key", columns="column", values="value", aggfunc="first")
     grid = grid.reindex(longbench_order(frame))
     counts = grid.index.isin(frame.loc[frame["kind"] == "count", "key"])
@@ -160,52 +191,58 @@ def longbench_section(tables: dict) -> Section:
         "used by method papers; average: the headline. Skipped samples are excluded from means."
     )
     section.table(grid.reset_index().rename(columns={"key": "dataset / average"}), "Scores per method @ length")
+    section.footnote(DAGGER in c for c in grid.columns)
     return section
 
 
 def cost_section(tables: dict, figures: dict) -> Section:
-    """Section 5: median costs per method x length, fitted exponents, the log-log figure."""
+    """Section 5: median costs per task x method x length, fitted exponents, one log-log figure per task."""
     section = Section("Cost")
     cost = tables["cost"]
     metrics = [m for m in METRICS if cost[m].notna().any()]
-    median = cost.groupby(["method", "length"])[["input_tokens", *metrics]].median().reset_index()
-    shown = median[["method", "length"]].copy()
+    median = medians(cost)
+    shown = median[["task", "method"]].copy()
+    shown["length"] = [mark(str(n), b) for n, b in zip(median["length"], median["beyond_window"], strict=True)]
     shown["input tokens"] = median["input_tokens"].map(fmt)
     for metric in metrics:
         label, unit = METRICS[metric]
-        scale, unit = (2**20, "MiB") if unit == "bytes" else (1e9, "GFLOP") if unit == "FLOP" else (1, unit)
-        shown[f"{label} ({unit})"] = (median[metric] / scale).map(fmt)
+        shown[label] = median[metric].map(lambda v, unit=unit: human(v, unit))
     section.table(shown, "Median cost per sample")
+    section.footnote(median["beyond_window"])
     if "scaling" in tables:
         fits = tables["scaling"].assign(text=lambda f: [
-            f"{fmt(k)} (r²={fmt(r2)}, {n} pts)" if math.isfinite(k) else f"n/a (one length, {n} pts)"
-            for k, r2, n in zip(f["exponent"], f["r2"], f["points"], strict=True)
+            f"{fmt(k)} (r²={fmt(r2)}, {n} lengths)" if math.isfinite(k) else f"n/a ({n} length{'s' * (n != 1)})"
+            for k, r2, n in zip(f["exponent"], f["r2"], f["lengths"], strict=True)
         ])  # fmt: skip
-        grid = fits.pivot(index="method", columns="metric", values="text").fillna("–")
+        grid = fits.pivot(index=["task", "method"], columns="metric", values="text").fillna("–")
         grid = grid[[m for m in METRICS if m in grid.columns]].rename(columns=lambda m: METRICS[m][0]).reset_index()
-        section.text("Scaling exponent k of cost ∝ (input tokens)^k, least squares in log-log over samples: linear "
-                     "methods sit near 1, full-attention prefill approaches 2 as attention dominates.")  # fmt: skip
+        section.text(f"Scaling exponent k of cost ∝ (input tokens)^k per task: least squares in log-log over the "
+                     f"per-length medians, fitted only with {MIN_FIT_LENGTHS}+ lengths. Linear methods sit near 1, "
+                     "full-attention prefill approaches 2 as attention dominates.")  # fmt: skip
         section.table(grid, "Fitted scaling exponents")
-    if "cost" in figures:
-        section.figure("cost", figures["cost"])
+    for name in sorted(n for n in figures if n.startswith("cost_")):
+        section.figure(name, figures[name])
     return section
 
 
 def tradeoff_section(tables: dict, figures: dict) -> Section:
-    """Section 6: score vs cost scatter per task, Pareto cells listed."""
+    """Section 6: score vs cost per task, one panel per length; Pareto cells (within their length) listed."""
     section = Section("Accuracy vs cost")
     frame = tables["tradeoff"]
-    for task in sorted(frame["task"].unique()):
-        section.figure(f"tradeoff_{task}", figures[f"tradeoff_{task}"])
+    for name in sorted(n for n in figures if n.startswith("tradeoff_")):
+        section.figure(name, figures[name])
     shown = pd.DataFrame(
         {
             "task": frame["task"], "method": frame["method"], "length": frame["length"], "metric": frame["metric"],
-            "value": frame["value"].map(fmt), "peak memory (MiB)": (frame["peak_mem_bytes"] / 2**20).map(fmt),
-            "prefill (s)": frame["prefill_s"].map(fmt), "Pareto (memory)": frame["pareto_mem"].map(fmt),
+            "value": [mark(fmt(v), b) for v, b in zip(frame["value"], frame["beyond_window"], strict=True)],
+            "peak memory": frame["peak_mem_bytes"].map(lambda v: human(v, "bytes")),
+            "prefill": frame["prefill_s"].map(lambda v: human(v, "s")), "Pareto (memory)": frame["pareto_mem"].map(fmt),
             "Pareto (prefill)": frame["pareto_prefill"].map(fmt),
         }
-    )  # fmt: skip
-    section.table(shown, "Per cell: headline vs median peak memory and prefill time; Pareto-optimal cells marked")
+    ).sort_values(["task", "length", "method"])  # fmt: skip
+    section.table(shown, "Per cell: headline vs median peak memory and prefill time; Pareto-optimal within its "
+                         "task and length marked")  # fmt: skip
+    section.footnote(frame["beyond_window"])
     return section
 
 
@@ -218,11 +255,15 @@ def paired_section(tables: dict, baseline: str) -> Section:
                      f"method (methods in the store: {labels}; choose one with --baseline).")  # fmt: skip
         return section
     frame = tables["paired"]
+    beyond = _beyond(tables["summary"])
+    # A difference is marked when either side ran past its trained window.
+    flags = [beyond.get((t, m, n), False) or beyond.get((t, baseline, n), False)
+             for t, m, n in zip(frame["task"], frame["method"], frame["length"], strict=True)]  # fmt: skip
     shown = pd.DataFrame(
         {
             "task": frame["task"], "length": frame["length"], "method": frame["method"], "pairs": frame["pairs"],
-            "mean diff [95% CI]": [f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]" for m, lo, hi in
-                                   zip(frame["mean_diff"], frame["ci_low"], frame["ci_high"], strict=True)],
+            "mean diff [95% CI]": [f"{mark(fmt(m), b)} [{fmt(lo)}, {fmt(hi)}]" for m, lo, hi, b in
+                                   zip(frame["mean_diff"], frame["ci_low"], frame["ci_high"], flags, strict=True)],
             "p (sign flip)": frame["p_value"].map(lambda p: fmt(p, 2)),
             "direction": frame["higher_is_better"].map(lambda h: "higher is better" if h else "lower is better"),
         }
@@ -231,7 +272,14 @@ def paired_section(tables: dict, baseline: str) -> Section:
                  "length, instance id; skipped samples excluded); paired bootstrap 95% interval and two-sided "
                  "sign-flip permutation p-value (exact for ≤14 pairs), seeded.")  # fmt: skip
     section.table(shown)
+    section.footnote(flags)
     return section
+
+
+def _beyond(summary: pd.DataFrame) -> dict:
+    """(task, method, length) -> whether that cell ran past the base model's trained window."""
+    keys = zip(summary["task"], summary["method"], summary["length"], strict=True)
+    return dict(zip(keys, summary["beyond_window"], strict=True))
 
 
 def examples_section(samples: pd.DataFrame) -> Section:

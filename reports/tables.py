@@ -62,6 +62,8 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     samples = samples.merge(keys.rename(columns={"method": "method_name"}), on="cell_id", how="inner")
     samples = samples.rename(columns={"label": "method"})
     samples["skipped"] = samples["metrics"].map(lambda m: float(m.get("skipped", 0.0) or 0.0) >= 1.0)
+    # Written by the runner since the beyond_trained_window contract; stores from before it lack the key.
+    samples["beyond_window"] = samples["metadata"].map(lambda m: bool(m.get("beyond_trained_window", False)))
     runs["packages"] = runs["packages"].map(_json)
     return {"cells": cells, "samples": samples, "runs": runs}
 
@@ -103,9 +105,13 @@ def _interval(group: pd.DataFrame, point: float, seed: int) -> tuple[float, floa
 
 
 def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per cell: headline value, 95% bootstrap interval, sample count, status (and error)."""
+    """One row per cell: headline value, 95% bootstrap interval, sample count, status (and error).
+
+    `beyond_window` is true when any sample of the cell put positions past the base model's trained window.
+    """
     scored = samples[~samples["skipped"] & samples["score"].notna()]
     by_cell = dict(tuple(scored.groupby("cell_id")))
+    beyond = samples.groupby("cell_id")["beyond_window"].any()
     rows = []
     for _, cell in cells.iterrows():
         group = by_cell.get(cell["cell_id"], scored.iloc[:0])
@@ -120,18 +126,24 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
                 "metric": headline, "value": value, "ci_low": low, "ci_high": high, "n": len(group),
                 "skipped": int(samples.loc[samples["cell_id"] == cell["cell_id"], "skipped"].sum()),
                 "status": cell["status"], "error": cell["error"], "higher_is_better": higher_is_better(cell["task"]),
+                "beyond_window": bool(beyond.get(cell["cell_id"], False)),
             }
         )  # fmt: skip
     return pd.DataFrame(rows).sort_values(["task", "method", "length"], ignore_index=True)
 
 
 def tradeoff(summary_frame: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """Per finished cell: headline value against median peak memory and prefill time, Pareto flags per task."""
+    """Per finished cell: headline value against median peak memory and prefill time, Pareto flags per task x length.
+
+    The front is taken within one input length only: a 512-token cell is cheaper than a 1,024-token
+    one by construction, so across lengths short inputs would "dominate" without saying anything.
+    """
     cost = samples.groupby(["task", "method", "length"])[["peak_mem_bytes", "prefill_s"]].median().reset_index()
     frame = summary_frame[summary_frame["value"].notna()].merge(cost, on=["task", "method", "length"], how="inner")
-    frame = frame[["task", "method", "length", "metric", "value", "peak_mem_bytes", "prefill_s", "higher_is_better"]]
+    frame = frame[["task", "method", "length", "metric", "value", "peak_mem_bytes", "prefill_s", "higher_is_better",
+                   "beyond_window"]]  # fmt: skip
     parts = []
-    for _, group in frame.groupby("task"):
+    for _, group in frame.groupby(["task", "length"]):
         group = group.copy()
         better = bool(group["higher_is_better"].iloc[0])
         group["pareto_mem"] = stats.pareto_front(group["peak_mem_bytes"], group["value"], better)

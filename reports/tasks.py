@@ -17,13 +17,15 @@ LONGBENCH_COUNTS = ("truncated", "skipped")
 
 
 def passkey_depth(samples: pd.DataFrame) -> pd.DataFrame:
-    """Mean passkey accuracy and sample count per method x length x needle depth."""
+    """Mean passkey accuracy, sample count and `beyond_window` (any sample) per method x length x needle depth."""
     rows = samples[(samples["task"] == "passkey") & samples["score"].notna() & ~samples["skipped"]]
     rows = rows.assign(depth=rows["metadata"].map(lambda m: m.get("depth"))).dropna(subset=["depth"])
     if rows.empty:
-        return pd.DataFrame(columns=["method", "length", "depth", "accuracy", "n"])
-    grouped = rows.groupby(["method", "length", "depth"])["score"].agg(accuracy="mean", n="count")
-    return grouped.reset_index()
+        return pd.DataFrame(columns=["method", "length", "depth", "accuracy", "n", "beyond_window"])
+    grouped = rows.groupby(["method", "length", "depth"])
+    frame = grouped["score"].agg(accuracy="mean", n="count")
+    frame["beyond_window"] = grouped["beyond_window"].any()
+    return frame.reset_index()
 
 
 def protocol_text(config: dict) -> str:
@@ -50,7 +52,7 @@ def perplexity(cells: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             }
         )  # fmt: skip
     frame = pd.DataFrame(rows)
-    interval = summary[summary["task"] == "perplexity"][["method", "length", "ci_low", "ci_high", "n"]]
+    interval = summary[summary["task"] == "perplexity"][["method", "length", "ci_low", "ci_high", "n", "beyond_window"]]
     frame = frame.merge(interval, on=["method", "length"], how="left")
     return frame.sort_values(["method", "length"], ignore_index=True)
 
@@ -59,7 +61,7 @@ def position_nll(samples: pd.DataFrame) -> pd.DataFrame:
     """NLL per token in each position bucket, summed over the documents of a method x length.
 
     Rows: method, length, bucket (index), position (first token of the bucket), nll_sum, tokens,
-    nll (= nll_sum / tokens) and perplexity (= exp(nll)).
+    nll (= nll_sum / tokens), perplexity (= exp(nll)) and beyond_window (any document of the cell).
     """
     mine = samples[(samples["task"] == "perplexity") & ~samples["skipped"]]
     rows = []
@@ -70,12 +72,17 @@ def position_nll(samples: pd.DataFrame) -> pd.DataFrame:
         for index, (nll, tokens) in enumerate(zip(curve["nll_sum"], curve["tokens"], strict=False)):
             rows.append(
                 {"method": sample["method"], "length": int(sample["length"]), "bucket": index,
-                 "position": index * int(curve["bucket"]), "nll_sum": float(nll), "tokens": int(tokens)}
+                 "position": index * int(curve["bucket"]), "nll_sum": float(nll), "tokens": int(tokens),
+                 "beyond_window": bool(sample["beyond_window"])}
             )  # fmt: skip
     if not rows:
         return pd.DataFrame()
     keys = ["method", "length", "bucket", "position"]
-    frame = pd.DataFrame(rows).groupby(keys, as_index=False)[["nll_sum", "tokens"]].sum()
+    frame = (
+        pd.DataFrame(rows)
+        .groupby(keys, as_index=False)
+        .agg(nll_sum=("nll_sum", "sum"), tokens=("tokens", "sum"), beyond_window=("beyond_window", "any"))
+    )
     frame = frame[frame["tokens"] > 0]
     frame["nll"] = frame["nll_sum"] / frame["tokens"]
     frame["perplexity"] = np.exp(frame["nll"])

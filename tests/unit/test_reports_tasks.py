@@ -39,7 +39,7 @@ def perplexity_store(tmp_path):
     rng = np.random.default_rng(0)
     truth = {}
     for method in ("full", "streaming"):
-        for length in (1024, 2048):
+        for length in (1024, 2048, 4096):  # three lengths: the fewest a scaling exponent is fitted on
             cell_id = f"{method}-{length}"
             _cell(store, cell_id, method, "perplexity", "perplexity", length, config)
             nll_total = tokens_total = 0.0
