@@ -318,6 +318,8 @@ def provenance_section(tables: dict) -> Section:
         section.blocks.append(Block("code", text=row["config"]))
         if row["docstring"]:
             section.blocks.append(Block("code", text=row["docstring"]))
+        if row["sources"]:
+            section.text(f"Sources: {row['sources']}")
     section.table(tables["tasks"].assign(higher_is_better=tables["tasks"]["higher_is_better"].map(fmt)),
                   "Task configs (protocols and policies)")  # fmt: skip
     return section

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
@@ -21,6 +22,19 @@ from harness.errors import UserError
 from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.tasks import longbench, passkey_depth, perplexity, position_nll
+
+# Public sources per registered method name, shown under its config in the report. Method docstrings
+# cite the project's research notes (`research/...`), which are not part of the repository, so the
+# report cites the papers and official code instead and drops those citations (RESEARCH_CITATION).
+SOURCES = {
+    "full": "RoPE scaling: Position Interpolation, Chen et al. 2023, https://arxiv.org/abs/2306.15595; YaRN, "
+    "Peng et al. 2023, https://arxiv.org/abs/2309.00071; dynamic NTK as implemented in Hugging Face transformers.",
+    "streaming": "StreamingLLM, Xiao et al. 2023, https://arxiv.org/abs/2309.17453; official code "
+    "https://github.com/mit-han-lab/streaming-llm.",
+    "uio": "UIO-LLMs, Li et al. 2024, https://arxiv.org/abs/2406.18173; official code "
+    "https://github.com/wenhaoli-xmu/UIO-LLMs.",
+}
+RESEARCH_CITATION = re.compile(r"(;\s*)?\b(see |spec:? )?research/[\w./-]+( sections? [\d.]+( and [\d.]+)*)?")
 
 
 def _json(text) -> dict:
@@ -98,7 +112,7 @@ def _interval(group: pd.DataFrame, point: float, seed: int) -> tuple[float, floa
     if len(group) and datasets.notna().all():
         low, high = stats.stratified_bootstrap_ci(group["score"], datasets, seed=seed)
         macro = group.groupby(datasets)["score"].mean().mean()
-        # LongBench reports dataset means x100 (research/harness-anchors.md 2.4); samples may be in [0, 1].
+        # LongBench reports dataset means x100 (THUDM/LongBench `LongBench/eval.py::scorer`); samples may be in [0, 1].
         scale = 100.0 if macro and math.isclose(point, 100.0 * macro, rel_tol=1e-3) else 1.0
         return low * scale, high * scale
     return stats.bootstrap_mean_ci(group["score"], seed=seed)
@@ -176,7 +190,8 @@ def paired(samples: pd.DataFrame, baseline: str, seed: int = 0) -> pd.DataFrame:
 def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Collect runs (dates, command, commit, device), package versions, method configs and task configs.
 
-    Each method row carries its Config docstring, where deviations from the official defaults are written.
+    Each method row carries its Config docstring, where deviations from the official defaults are written,
+    and the public sources of the method (SOURCES).
     """
     from methods.base import METHODS
 
@@ -196,7 +211,8 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
             doc = "(method not registered in this lch version)"
         methods.append(
             {"method": label, "name": first["method"], "model": first["model"], "dtype": first["dtype"],
-             "config": json.dumps(first["method_config"], sort_keys=True), "docstring": _clean(doc)}
+             "config": json.dumps(first["method_config"], sort_keys=True), "docstring": _clean(doc),
+             "sources": SOURCES.get(first["method"], "")}
         )  # fmt: skip
     configs = cells.assign(config=cells["task_config"].map(lambda c: json.dumps(c, sort_keys=True)))
     tasks = configs.drop_duplicates(["task", "task_version", "config"])[["task", "task_version", "headline", "config"]]
@@ -205,9 +221,12 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
 
 
 def _clean(doc: str) -> str:
+    """Dedent a docstring and drop its citations of `research/...` notes, which a report's reader cannot open."""
     import inspect
 
-    return inspect.cleandoc(doc) if doc else ""
+    doc = inspect.cleandoc(doc) if doc else ""
+    doc = RESEARCH_CITATION.sub("", doc)
+    return re.sub(r" ?\(\s*\)", "", doc)  # "(see research/x.md)" leaves "()" behind
 
 
 def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict[str, pd.DataFrame]:

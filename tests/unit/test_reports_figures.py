@@ -170,3 +170,12 @@ def test_stores_without_the_flag_mark_nothing(store, tmp_path):
     assert "†" not in markdown and FOOTNOTE not in markdown
     (ax,) = figures(tables, "full")["passkey_length"][0].axes
     assert _hollow(ax) == 0 and BEYOND_LABEL not in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_method_sources_are_public(store, tmp_path):
+    markdown = write_report(store, tmp_path / "out").markdown.read_text()
+    assert "research/" not in markdown  # notes outside the repository, which a reader cannot open
+    for source in ("https://arxiv.org/abs/2309.17453", "https://github.com/mit-han-lab/streaming-llm",
+                   "https://arxiv.org/abs/2406.18173", "https://github.com/wenhaoli-xmu/UIO-LLMs",
+                   "https://arxiv.org/abs/2306.15595", "https://arxiv.org/abs/2309.00071"):  # fmt: skip
+        assert source in markdown
