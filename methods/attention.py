@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Apply RoPE in float32 and cast back (bf16 trig loses positions past a few thousand).
+    """Apply RoPE in float32 or wider and cast back (bf16 trig loses positions past a few thousand).
 
     Args:
         x: `[B, H, T, d]` queries or keys.
@@ -21,10 +21,11 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
         cos, sin = cos[None, None], sin[None, None]
     else:
         cos, sin = cos[:, None], sin[:, None]
-    x32 = x.float()
+    x32 = x if x.dtype == torch.float64 else x.float()
     half = x32.shape[-1] // 2
     # x * cos + rotate_half(x) * sin, without materialising rotate_half (3 passes over x instead of 5)
-    out = x32 * cos
+    out = x32 * cos.to(x32.dtype)
+    sin = sin.to(x32.dtype)
     out[..., :half].addcmul_(x32[..., half:], sin[..., :half], value=-1)
     out[..., half:].addcmul_(x32[..., :half], sin[..., half:])
     return out.to(x.dtype)

@@ -100,14 +100,14 @@ class Backbone(nn.Module):
         batch, length, _ = hidden.shape
         for index, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
+            x = rms_norm(layer.input_layernorm, hidden)
             q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
             k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
             out = attention.attend(index, q, k, v, positions)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.model.model.norm(hidden)
+            hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
+        return rms_norm(self.model.model.norm, hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""
@@ -135,6 +135,17 @@ class Backbone(nn.Module):
         """Bytes of one token's K and V over all layers in the model dtype."""
         element = self.model.lm_head.weight.element_size()
         return 2 * len(self.layers) * self.n_kv_heads * self.head_dim * element
+
+
+def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An HF Llama/Mistral/Qwen2 RMSNorm applied to `x`, the same ops in float32 as the module's own forward.
+
+    The module's forward computes in float32 whatever the input; here float64 stays float64, so the
+    float64 equivalence tests (gradient strategies against full backpropagation) are exact to float64.
+    """
+    wide = x if x.dtype == torch.float64 else x.float()
+    wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * wide.to(x.dtype)
 
 
 def scaled_rotary(rotary: nn.Module, config, rope_scaling: dict) -> nn.Module:
