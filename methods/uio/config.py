@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from methods.base import MethodConfig
 
@@ -64,3 +64,20 @@ class UIOConfig(MethodConfig):
         if self.over_context == "keep_recent":
             return None
         return (window - self.segment) // self.memory_tokens * self.segment + self.segment
+
+
+Strategy = Literal["bptt", "tbptt", "incremental", "unbiased"]
+STRATEGIES: tuple[str, ...] = Strategy.__args__
+
+
+class UIOTrainConfig(BaseModel):
+    """How a document's gradient reaches the encoder (methods/uio/trainer.py) and the window S.
+
+    Defaults: the paper's `unbiased` with S = 2 (official `tbptt: 2`; the official `train.py` omits the
+    compensation factor, i.e. it runs `unbiased` without it, which lch does not offer as a strategy).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Strategy = "unbiased"
+    window: int = Field(2, ge=1)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 
 from methods.attention import rotate
-from methods.backbone import Backbone
+from methods.backbone import Backbone, rms_norm
 from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
 from methods.kv_buffer import KVBuffer
 from methods.uio.adapters import UIOAdapters
-from methods.uio.config import UIOConfig
+from methods.uio.config import UIOConfig, UIOTrainConfig
 from methods.uio.kernels import compression_attention, compression_positions, decoder_attention
 
 
@@ -44,7 +44,7 @@ def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, me
     size = length + memory_tokens
     states = []
     for index, layer in enumerate(backbone.layers):
-        x = layer.input_layernorm(hidden)
+        x = rms_norm(layer.input_layernorm, hidden)
         states.append(x[:, length:])
         if index == len(backbone.layers) - 1:
             break
@@ -54,7 +54,7 @@ def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, me
         v = lora.v_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
         out = compression_attention(rotate(q, cos, sin), rotate(k, cos, sin), v, memory_tokens, backbone.scale)
         hidden = hidden + layer.self_attn.o_proj(out.transpose(1, 2).reshape(batch, size, -1))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
     return torch.stack(states)
 
 
@@ -168,6 +168,7 @@ class UIO(LongContextModel):
             self.adapters.load(config.checkpoint)
         self.window = config.window or model.config.max_position_embeddings
         self.max_context = config.max_context(self.window)
+        self.train_config = UIOTrainConfig()
         self.reset()
 
     def reset(self) -> None:
@@ -188,6 +189,19 @@ class UIO(LongContextModel):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """LoRA weights of the encoder and transfer head, and the `<mem>` embedding."""
         return self.adapters.trainable_parameters()
+
+    def backward_document(self, input_ids: torch.Tensor) -> float:
+        """Accumulate one document's gradient under `train_config`; returns its mean segment loss.
+
+        Reservoir draws come from torch's global generator, whose state training checkpoints save.
+        """
+        from methods.uio.trainer import reservoir_draws, run_document  # the trainer builds on this module
+
+        document = run_document(
+            self.backbone, self.adapters, input_ids, self.config.segment, self.config.memory_tokens,
+            self.train_config, reservoir_draws(),
+        )  # fmt: skip
+        return sum(document.losses) / len(document.losses)
 
     def save(self, directory) -> None:
         """Write adapters and `<mem>` embedding (safetensors, peft state dicts)."""

@@ -1,0 +1,256 @@
+"""UIO-LLMs training: the gradient of one document under four strategies (paper section 3.3).
+
+A document of T segments is a recurrent net over memories: segment t is decoded over the transfer
+of the memories of segments < t, and the encoder compresses segment t into memory m_t without
+seeing earlier memories (so dm_i/dm_j = 0, spec research/uio-llms.md section 2.1). The strategies
+differ in which (loss t, memory s) pairs reach the encoder:
+
+* `bptt`: every pair, by backpropagating the sum of all losses through every encoder graph (the
+  reference; memory grows with T).
+* `tbptt`: pairs with t - s <= S, backpropagating each loss through the S most recent encoder
+  graphs (O(T*S) encoder backward passes).
+* `incremental`: the same pairs as `tbptt`, in O(T): memories enter the decoder as detached leaves
+  that accumulate gradient from every later loss; an encoder graph is backpropagated once, with its
+  leaf's gradient, when it leaves the window (paper Eqs. 7-9).
+* `unbiased`: incremental with a reservoir of S graphs (Algorithm R) and each loss's new leaf
+  gradient scaled by max(1, k/S) (0-based k), so that the expected gradient equals `bptt`'s (paper
+  Eqs. 11-12). The official `train.py` has the reservoir but never applies the factor.
+
+Every strategy gets the transfer head's direct gradient exactly. The loss of segment 0 has no
+trainable path (no memory yet; text uses frozen weights) and is skipped, as in the official code.
+Each segment's loss is its mean next-token cross-entropy within the segment; losses are summed over
+segments, as in the official long-book data (`src/data.py`); gradient clipping normalises the scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from methods.attention import rotate
+from methods.backbone import Backbone
+from methods.uio.adapters import UIOAdapters
+from methods.uio.config import UIOTrainConfig
+from methods.uio.kernels import decoder_attention
+from methods.uio.model import encode, transfer
+
+
+class MemoryPrefixAttention:
+    """Decoder attention of one segment over `[transfer(memories) ; segment]`, differentiable end to end.
+
+    Inference caches memory K/V after the transfer head (`MemoryDecoderAttention`); training applies
+    the head inside each segment's graph instead, so the loss reaches the head and the memory states.
+    """
+
+    def __init__(self, backbone: Backbone, adapters: UIOAdapters, memories: list[torch.Tensor]):
+        self.backbone = backbone
+        self.memory_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if memories:
+            states = torch.cat(memories, dim=1)  # [L, n*m, D]: slot j of memory i at position i*m + j
+            cos, sin = backbone.rope(torch.arange(states.shape[1], device=backbone.device))
+            self.memory_kv = [(rotate(k, cos, sin), v) for k, v in transfer(backbone, adapters, states)]
+
+    def attend(self, layer, q, k, v, positions):
+        """Rotate the segment at its positions and attend causally over memory + segment."""
+        cos, sin = self.backbone.rope(positions)
+        keys, values = rotate(k, cos, sin), v
+        if self.memory_kv:
+            memory_k, memory_v = self.memory_kv[layer]
+            keys, values = torch.cat([memory_k, keys], dim=2), torch.cat([memory_v, values], dim=2)
+        return decoder_attention(rotate(q, cos, sin), keys, values, self.backbone.scale)
+
+
+def segment_loss(backbone: Backbone, adapters: UIOAdapters, ids: torch.Tensor, memories: list[torch.Tensor]):
+    """Mean next-token cross-entropy within a segment decoded after `memories` (each `[L, m, D]`).
+
+    Args:
+        backbone: the frozen decoder.
+        adapters: UIO's adapters (the transfer head is used here).
+        ids: `[l]` token ids of the segment.
+        memories: memory states of the earlier segments, oldest first.
+
+    Returns:
+        scalar loss.
+    """
+    start = sum(memory.shape[1] for memory in memories)
+    positions = torch.arange(start, start + ids.numel(), device=backbone.device)
+    attention = MemoryPrefixAttention(backbone, adapters, memories)
+    hidden = backbone(backbone.embed(ids[None]), positions, attention)[0]
+    return -backbone.token_logprobs(hidden[:-1], ids[1:]).mean()
+
+
+class Document:
+    """One document's segments, encoder graphs and memory leaves, with the flush every strategy uses."""
+
+    def __init__(self, backbone: Backbone, adapters: UIOAdapters, input_ids: torch.Tensor, segment: int, m: int):
+        if input_ids.numel() % segment or input_ids.numel() < 2 * segment:
+            raise ValueError(f"a training document is >= 2 whole segments of {segment} tokens, got {input_ids.numel()}")
+        self.backbone, self.adapters, self.memory_tokens = backbone, adapters, m
+        self.segments = input_ids.to(backbone.device).view(-1, segment)
+        self.graphs: dict[int, torch.Tensor] = {}  # segment index -> memory with its encoder graph
+        self.leaves: list[torch.Tensor] = []
+        self.encoder_backwards = 0  # backward passes through encoder graphs (what `tbptt` pays O(T*S) of)
+        self.losses: list[float] = []
+
+    def __len__(self) -> int:
+        return self.segments.shape[0]
+
+    def encode(self, index: int) -> torch.Tensor:
+        """Memory of segment `index` with its graph; also kept as a detached leaf that gathers gradient."""
+        memory = encode(self.backbone, self.adapters, self.segments[index][None], self.memory_tokens)[:, 0]
+        memory.register_hook(self._count)
+        self.graphs[index] = memory
+        self.leaves.append(memory.detach().requires_grad_())
+        return memory
+
+    def _count(self, grad: torch.Tensor) -> None:
+        self.encoder_backwards += 1
+
+    def loss(self, index: int, memories: list[torch.Tensor]) -> torch.Tensor:
+        """Loss of segment `index` over `memories`; its value is logged."""
+        loss = segment_loss(self.backbone, self.adapters, self.segments[index], memories)
+        self.losses.append(float(loss.detach()))
+        return loss
+
+    def flush(self, index: int | None) -> None:
+        """Backpropagate segment `index`'s encoder graph once with its leaf's gradient, then free it."""
+        if index is None or index not in self.graphs:
+            return
+        graph, leaf = self.graphs.pop(index), self.leaves[index]
+        if leaf.grad is not None:
+            graph.backward(leaf.grad)
+        leaf.requires_grad_(False)  # later losses need not compute a gradient nobody will use
+
+
+def bptt(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+    """Full backpropagation: the sum of all losses through every encoder graph at once."""
+    memories, total = [], 0.0
+    for index in range(len(doc)):
+        if index:
+            total = total + doc.loss(index, memories)
+        if index < len(doc) - 1:
+            memories.append(doc.encode(index))
+    total.backward()
+
+
+def tbptt(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+    """Plain truncated BPTT: each loss goes through the graphs of the `window` most recent memories."""
+    for index in range(len(doc)):
+        if index:
+            memories = [doc.graphs[s] if s >= index - window else doc.leaves[s].detach() for s in range(index)]
+            doc.loss(index, memories).backward(retain_graph=True)
+            doc.graphs.pop(index - window, None)  # no later loss reaches it
+        if index < len(doc) - 1:
+            doc.encode(index)
+
+
+def incremental(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+    """Incremental TBPTT: leaves gather gradient; a graph is flushed once, when it leaves the FIFO window."""
+    for index in range(len(doc)):
+        if index:
+            doc.loss(index, doc.leaves).backward()
+        if index < len(doc) - 1:
+            doc.encode(index)
+        doc.flush(index - window if index >= window else None)
+    for index in sorted(doc.graphs):
+        doc.flush(index)
+
+
+def unbiased(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+    """Unbiased incremental TBPTT: reservoir of `window` graphs, new leaf gradients scaled by max(1, k/S)."""
+    reservoir: list[int | None] = []
+    for index in range(len(doc)):
+        if index:
+            saved = [leaf.grad for leaf in doc.leaves]
+            for leaf in doc.leaves:
+                leaf.grad = None
+            doc.loss(index, doc.leaves).backward()
+            factor = max(1.0, index / window)  # 1 / P(a memory < index is still in the reservoir)
+            for leaf, before in zip(doc.leaves, saved, strict=True):
+                if leaf.grad is not None:
+                    leaf.grad = leaf.grad * factor + (before if before is not None else 0)
+                else:
+                    leaf.grad = before
+        # The last segment has no later loss: it is not encoded, but its draw is made as in the official code.
+        newest = None
+        if index < len(doc) - 1:
+            doc.encode(index)
+            newest = index
+        if index < window:
+            reservoir.append(newest)
+            continue
+        slot = draw(index)
+        if slot < window:
+            doc.flush(reservoir[slot])
+            reservoir[slot] = newest
+        else:
+            doc.flush(newest)
+    for index in reservoir:
+        doc.flush(index)
+
+
+RUNS: dict[str, Callable[[Document, int, Callable[[int], int]], None]] = {
+    "bptt": bptt, "tbptt": tbptt, "incremental": incremental, "unbiased": unbiased,
+}  # fmt: skip
+
+
+def reservoir_draws(generator: torch.Generator | None = None, draws: list[int] | None = None) -> Callable[[int], int]:
+    """`draw(k)`: a uniform integer in [0, k] (Algorithm R), from `draws` in order when given, else `generator`."""
+    given: Iterator[int] | None = iter(draws) if draws is not None else None
+
+    def draw(k: int) -> int:
+        if given is not None:
+            value = next(given, None)
+            if value is None:
+                raise ValueError(f"no reservoir draw left for segment {k} (one per segment k >= window)")
+            if not 0 <= value <= k:
+                raise ValueError(f"reservoir draw at segment {k} must be in [0, {k}], got {value}")
+            return value
+        return int(torch.randint(0, k + 1, (1,), generator=generator))
+
+    return draw
+
+
+def run_document(
+    backbone: Backbone,
+    adapters: UIOAdapters,
+    input_ids: torch.Tensor,
+    segment: int,
+    memory_tokens: int,
+    config: UIOTrainConfig,
+    draw: Callable[[int], int],
+) -> Document:
+    """Accumulate one document's gradient into the adapters' `.grad` under `config.strategy`."""
+    doc = Document(backbone, adapters, input_ids, segment, memory_tokens)
+    RUNS[config.strategy](doc, config.window, draw)
+    return doc
+
+
+def document_gradients(
+    model, input_ids: torch.Tensor, strategy: str, window: int, seed: int | None = None, draws: list[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """The gradient of every trainable parameter of a `UIO` model for one document.
+
+    Args:
+        model: a `methods.uio.model.UIO`.
+        input_ids: `[T * segment]` token ids.
+        strategy: one of `STRATEGIES`.
+        window: S, the number of encoder graphs kept.
+        seed: seeds the reservoir's draws (`unbiased`); None uses torch's global generator.
+        draws: explicit reservoir draws, one per segment index k >= S, each in [0, k] (overrides `seed`).
+
+    Returns:
+        parameter name -> gradient (zeros where none reached it).
+    """
+    config = UIOTrainConfig(strategy=strategy, window=window)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    parameters = dict(model.adapters.named_parameters())
+    trainable = {name: p for name, p in parameters.items() if p.requires_grad}
+    for parameter in trainable.values():
+        parameter.grad = None
+    run_document(
+        model.backbone, model.adapters, input_ids, model.config.segment, model.config.memory_tokens, config,
+        reservoir_draws(generator, draws),
+    )  # fmt: skip
+    return {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for name, p in trainable.items()}
