@@ -5,6 +5,7 @@ lch eval --method full --task passkey ...  one method x one task (a one-cell-per
 lch run examples/quick.yaml                a sweep file
 lch results results/lch.sqlite             mean score per method x task x length
 lch report results/lch.sqlite --out rep    comparison report: markdown, HTML, figures
+lch train uio --data DIR --steps N ...     train a method's adapters (checkpoints, --resume)
 """
 
 from __future__ import annotations
@@ -127,6 +128,47 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {written.html} and {written.markdown} ({len(written.figures)} figures in {out})")
 
 
+def _extra_options(extra: list[str], method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--name value` flags beyond lch's own, routed to the method's train config, else to its config."""
+    from harness.training import trainable_class
+
+    cls = trainable_class(method)
+    train_fields = list(cls.TrainConfig.model_fields)
+    method_options, train_options = {}, {}
+    flags = iter(extra)
+    for flag in flags:
+        name = flag.removeprefix("--").replace("-", "_")
+        value = next(flags, None)
+        if not flag.startswith("--") or value is None or value.startswith("--"):
+            raise UserError(f"'{flag}' must be followed by a value (lch train --help)")
+        target = train_options if name in train_fields else method_options
+        if target is method_options and name not in cls.Config.model_fields:
+            valid = sorted({*train_fields, *cls.Config.model_fields})
+            listed = ", ".join("--" + v.replace("_", "-") for v in valid)
+            raise UserError(f"unknown option '{flag}' for {method}. Valid: {listed}")
+        target.update(_options([f"{name}={value}"], flag))
+    return method_options, train_options
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a method's trainable parts; every few steps a resumable checkpoint is written to --out."""
+    from harness.sweep import validate
+    from harness.training import TrainSpec, train
+
+    method_options, train_options = _extra_options(args.extra, args.method)
+    data = {
+        "method": args.method, "model": args.model, "dtype": args.dtype, "device": args.device,
+        "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
+        "accumulation": args.accumulation, "lr": args.lr, "weight_decay": args.weight_decay, "clip": args.clip,
+        "warmup": args.warmup, "checkpoint_every": args.checkpoint_every, "seed": args.seed, "out": args.out,
+        "method_options": method_options | _options(args.method_opt, "--method-opt"),
+        "train_options": train_options | _options(args.train_opt, "--train-opt"),
+    }  # fmt: skip
+    spec = validate(TrainSpec, data, "lch train")
+    log = train(spec, resume=args.resume, progress=not args.quiet)
+    print(f"{len(log)} steps, last loss {log[-1]['loss']:.4f}; checkpoint in {spec.out}")
+
+
 def _command() -> str:
     return " ".join(shlex.quote(a) for a in ["lch", *sys.argv[1:]])
 
@@ -183,13 +225,43 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--baseline", help="method label to compare against (default full; a given one must exist)")
     rp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default 0)")
     rp.set_defaults(fn=cmd_report)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a method (e.g. uio); method/train options also as flags: --segment 512 --strategy unbiased",
+        description="Options the method defines come as flags too (lch train uio --segment 512 --memory-tokens 16 "
+        "--strategy unbiased --window 2); a name in both the method's config and its train config goes to the latter.",
+    )
+    tr.add_argument("method", help="a trainable method (see lch list)")
+    tr.add_argument("--model", default="smollm2-135m", help="built-in alias, HF id or local dir (default smollm2-135m)")
+    tr.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (GPU runs autocast to bf16)")
+    tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    tr.add_argument("--data", required=True, help="folder of .txt books (PG19 test books are skipped)")
+    tr.add_argument("--allow-test-data", action="store_true", help="also train on the PG19 test books")
+    tr.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    tr.add_argument("--seq-len", type=int, required=True, help="tokens per training document")
+    tr.add_argument("--accumulation", type=int, default=1, help="documents per optimizer step (default 1)")
+    tr.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4)")
+    tr.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
+    tr.add_argument("--clip", type=float, default=1.0, help="gradient max-norm (default 1.0)")
+    tr.add_argument("--warmup", type=float, default=0.01, help="warm-up fraction of the steps, then cosine (0.01)")
+    tr.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints (default 10)")
+    tr.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
+    tr.add_argument("--out", required=True, help="checkpoint folder (loadable with --method-opt checkpoint=DIR)")
+    tr.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")
+    tr.add_argument("--method-opt", action="append", default=[], metavar="K=V", help="method option, repeatable")
+    tr.add_argument("--train-opt", action="append", default=[], metavar="K=V", help="train option, repeatable")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_train)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors (usage errors included) print one line and exit 2."""
     try:
-        args = parser().parse_args(argv)
+        args, args.extra = parser().parse_known_args(argv)
+        if args.extra and args.fn is not cmd_train:  # only `train` takes the method's own options as flags
+            parser().parse_args(argv)  # the usual one-line "unrecognized arguments" error
         args.fn(args)
     except UserError as error:
         # One line even when a message quotes multi-line text (a file's content, a library's error).

@@ -1,0 +1,283 @@
+"""The training loop every trainable method shares: data, optimizer, schedule, clipping, logging, checkpoints.
+
+A trainable method class has a `TrainConfig` (its gradient options) and, per instance,
+`train_config`, `trainable_parameters()`, `backward_document(input_ids) -> loss` (it runs its own
+backward passes), `save(dir)` and `load(dir)`, plus `check_document_length(config, seq_len)`. This
+module owns everything else, so a new trainable method plugs in without changing it.
+
+Checkpoints hold the method's files (adapters, loadable by `lch eval --method-opt checkpoint=DIR`),
+`training.json` (what was trained, for `--resume` and for refusing another method's folder) and
+`trainer_state.pt` (optimizer, scheduler, RNG states, data position, the loss log). Resuming from
+the last checkpoint after a kill -9 reproduces the uninterrupted run's losses. Under
+`accelerate launch` each process takes every N-th document and gradients are averaged before the
+step; on one process (the usual case here) that is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from harness.errors import UserError
+from harness.models import load_model
+from tasks.data import read_book
+from tasks.perplexity import PG19_TEST_IDS
+
+STATE_FILE = "trainer_state.pt"
+SPEC_FILE = "training.json"
+LOG_FILE = "train_log.jsonl"
+
+
+class TrainSpec(BaseModel):
+    """One training run. Optimizer defaults are UIO-LLMs' official ones (AdamW, `train.py`, `src/misc.py`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    method_options: dict[str, Any] = {}
+    train_options: dict[str, Any] = {}
+    model: str = "smollm2-135m"
+    dtype: str = "float32"
+    device: str = "cpu"
+    data: str
+    allow_test_data: bool = False
+    steps: int = Field(ge=1)
+    seq_len: int = Field(ge=1)
+    accumulation: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    clip: float = Field(1.0, gt=0)
+    warmup: float = Field(0.01, ge=0, lt=1)
+    checkpoint_every: int = Field(10, ge=1)
+    seed: int = 0
+    out: str
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
+        return self.model_dump(mode="json", exclude={"steps", "checkpoint_every", "out"})
+
+
+def training_books(data: str, allow_test_data: bool) -> list[Path]:
+    """The `.txt` books under `data` (a folder or one file); the PG19 test books are skipped unless allowed."""
+    root = Path(data)
+    if not root.exists():
+        raise UserError(f"--data '{data}' not found")
+    books = sorted(root.rglob("*.txt")) if root.is_dir() else [root]
+    if not books:
+        raise UserError(f"--data '{data}' holds no .txt files")
+    test = [book for book in books if book.name.split("_")[0].split(".")[0] in PG19_TEST_IDS]
+    if allow_test_data or not test:
+        return books
+    if len(test) == len(books):
+        raise UserError(f"--data '{data}' holds only PG19 test books, which are for evaluation (--allow-test-data)")
+    print(f"lch: skipping {len(test)} PG19 test books in {data} (evaluation data)", file=sys.stderr)
+    return [book for book in books if book not in test]
+
+
+class Documents:
+    """Non-overlapping `seq_len`-token windows of the books, in a seeded order reshuffled each epoch.
+
+    Document `i` is a pure function of (books, tokenizer, seq_len, seed, i), so resuming needs only `i`.
+    """
+
+    def __init__(self, books: list[Path], tokenizer, seq_len: int, seed: int):
+        self.tokens = [torch.tensor(tokenizer(read_book(b), add_special_tokens=False)["input_ids"]) for b in books]
+        self.windows = [(b, s) for b, ids in enumerate(self.tokens) for s in range(0, len(ids) - seq_len + 1, seq_len)]
+        if not self.windows:
+            raise UserError(f"no book in the data holds {seq_len} tokens (--seq-len)")
+        self.seq_len, self.seed = seq_len, seed
+        self._epoch, self._order = -1, []
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        epoch, offset = divmod(index, len(self.windows))
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(self.seed + epoch))
+        book, start = self.windows[int(self._order[offset])]
+        return self.tokens[book][start : start + self.seq_len]
+
+
+def schedule(steps: int, warmup: float) -> Callable[[int], float]:
+    """Linear warm-up from 0 over `warmup` of the steps (at least one), then cosine decay to 0."""
+    warm = max(1, round(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.random.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.random.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
+    """Write the whole checkpoint beside `out`, then swap it in, so a kill leaves one complete checkpoint."""
+    out = Path(spec.out)
+    staging, old = out.with_name(out.name + ".staging"), out.with_name(out.name + ".old")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    method.save(staging)
+    (staging / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+    (staging / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in state["log"]))
+    torch.save(state, staging / STATE_FILE)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _previous(spec: TrainSpec) -> Path | None:
+    """The folder of an earlier run's checkpoint (`out`, or `out.old` when a swap was cut short)."""
+    out = Path(spec.out)
+    for folder in (out, out.with_name(out.name + ".old")):
+        if (folder / SPEC_FILE).is_file():
+            return folder
+    return None
+
+
+def check_out(spec: TrainSpec, resume: bool) -> Path | None:
+    """Validate `--out` against `--resume`; return the checkpoint to resume from, if any."""
+    out, previous = Path(spec.out), _previous(spec)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file")
+    if previous is None:
+        if out.is_dir() and any(out.iterdir()):
+            raise UserError(f"--out '{out}' is not empty and holds no lch training checkpoint")
+        return None
+    before = json.loads((previous / SPEC_FILE).read_text())
+    if before.get("method") != spec.method:
+        raise UserError(f"--out '{out}' holds a '{before.get('method')}' checkpoint, not '{spec.method}'")
+    if not resume:
+        raise UserError(f"--out '{out}' holds a checkpoint: pass --resume to go on, or choose another --out")
+    stored = TrainSpec(**before).identity()
+    changed = sorted(key for key, value in spec.identity().items() if stored.get(key) != value)
+    if changed:
+        raise UserError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({previous / SPEC_FILE})")
+    return previous
+
+
+def build_trainable(spec: TrainSpec, loaded=None):
+    """The method of `spec` on its base model, with its train config set."""
+    cls = trainable_class(spec.method)
+    config, train_config = method_configs(spec)
+    model, tokenizer = loaded or load_model(spec.model, spec.dtype, spec.device)
+    cls.check_document_length(config, spec.seq_len, model.config.max_position_embeddings)
+    method = cls(model, tokenizer, config)
+    method.train_config = train_config
+    return method
+
+
+def trainable_class(name: str):
+    """The registered method class `name`, which must be trainable (declare a `TrainConfig`)."""
+    from methods.base import METHODS
+
+    cls = METHODS.get(name)
+    if not hasattr(cls, "TrainConfig"):
+        trainable = [other for other in METHODS.names() if hasattr(METHODS.get(other), "TrainConfig")]
+        raise UserError(f"method '{name}' is not trainable. Trainable: {', '.join(trainable)}")
+    return cls
+
+
+def method_configs(spec: TrainSpec):
+    """The method's config and train config from `spec`, validated (one line per error) before any loading."""
+    from harness.sweep import validate
+
+    cls = trainable_class(spec.method)
+    where = f"method '{spec.method}'"
+    config = validate(cls.Config, spec.method_options, where)
+    cls.check_document_length(config, spec.seq_len)
+    return config, validate(cls.TrainConfig, spec.train_options, where)
+
+
+def train(
+    spec: TrainSpec, resume: bool = False, progress: bool = True, loaded=None, on_step: Callable | None = None
+) -> list[dict[str, Any]]:
+    """Train `spec.method` for `spec.steps` optimizer steps; return the per-step log.
+
+    Args:
+        spec: the run.
+        resume: go on from the checkpoint in `spec.out`.
+        progress: show a tqdm bar with the loss and tokens/s.
+        loaded: `(model, tokenizer)` already loaded (tests), else `spec.model` is loaded.
+        on_step: called with each log row after the step (and its checkpoint, if any).
+    """
+    from accelerate import PartialState
+
+    method_configs(spec)
+    previous = check_out(spec, resume)
+    books = training_books(spec.data, spec.allow_test_data)
+    torch.manual_seed(spec.seed)  # adapters draw their initial weights from it
+    method = build_trainable(spec, loaded)
+    parameters = method.trainable_parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.steps, spec.warmup))
+    state: dict[str, Any] = {"step": 0, "position": 0, "log": []}
+    if previous is not None:
+        method.load(previous)
+        state = torch.load(previous / STATE_FILE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+    documents = Documents(books, method.tokenizer, spec.seq_len, spec.seed)
+    process = PartialState()
+    cuda = method.backbone.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    with tqdm(total=spec.steps, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        while state["step"] < spec.steps:
+            start, losses = time.perf_counter(), []
+            for _ in range(spec.accumulation):
+                index = state["position"] * process.num_processes + process.process_index
+                with autocast:
+                    losses.append(method.backward_document(documents[index]))
+                state["position"] += 1
+            for parameter in parameters:
+                if parameter.grad is not None:
+                    parameter.grad /= spec.accumulation * process.num_processes
+                    if process.num_processes > 1:
+                        torch.distributed.all_reduce(parameter.grad)
+            norm = float(torch.nn.utils.clip_grad_norm_(parameters, spec.clip))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            seconds = time.perf_counter() - start
+            row = {
+                "step": state["step"], "loss": sum(losses) / len(losses), "grad_norm": norm,
+                "lr": lr, "seconds": seconds,
+                "tokens_per_s": spec.seq_len * spec.accumulation * process.num_processes / seconds,
+            }  # fmt: skip
+            state["log"].append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.update(1)
+            if progress:
+                bar.write(f"step {row['step']}: loss {row['loss']:.4f}, {row['tokens_per_s']:.0f} tokens/s")
+            if process.is_main_process and (state["step"] % spec.checkpoint_every == 0 or state["step"] == spec.steps):
+                state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+                _checkpoint(method, spec, state)
+            if on_step is not None:
+                on_step(row)
+    return state["log"]

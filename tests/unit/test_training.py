@@ -1,0 +1,160 @@
+"""The shared training loop: exact resume (in-process stop and a real kill -9), checkpoints that evaluate, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.training import TrainSpec, schedule, train
+from methods.base import METHODS
+
+BOOK = "It was a bright cold day in April, and the clocks were striking thirteen. " * 120
+
+
+@pytest.fixture
+def data(tmp_path):
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "1342_a_book.txt").write_text(BOOK)
+    (folder / "10146_a_pg19_test_book.txt").write_text("TEST BOOK " * 2000)
+    return folder
+
+
+def spec(data, out, **overrides):
+    fields = {
+        "method": "uio", "model": "tiny-random-llama", "data": str(data), "steps": 6, "seq_len": 64,
+        "checkpoint_every": 2, "out": str(out), "lr": 1e-2,
+        "method_options": {"segment": 16, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8},
+        "train_options": {"strategy": "unbiased", "window": 1},
+    }  # fmt: skip
+    return TrainSpec(**(fields | overrides))
+
+
+class Stop(Exception):
+    pass
+
+
+def test_stopped_and_resumed_run_has_the_uninterrupted_losses(data, tmp_path):
+    whole = train(spec(data, tmp_path / "whole"), progress=False)
+
+    def stop_after_three(row):
+        if row["step"] == 3:  # one step past the step-2 checkpoint: that step is lost and redone
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(spec(data, tmp_path / "cut"), progress=False, on_step=stop_after_three)
+    resumed = train(spec(data, tmp_path / "cut"), resume=True, progress=False)
+    assert [row["loss"] for row in resumed] == [row["loss"] for row in whole]
+    assert len({row["loss"] for row in whole}) == len(whole)  # the losses move: the comparison means something
+    log = [json.loads(line) for line in (tmp_path / "cut" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, 7))
+
+
+def test_kill_9_then_resume_reproduces_the_losses(data, tmp_path):
+    args = [
+        sys.executable, "-m", "harness.cli", "train", "uio", "--model", "tiny-random-llama", "--data", str(data),
+        "--steps", "40", "--seq-len", "512", "--segment", "32", "--memory-tokens", "4", "--lora-rank", "2",
+        "--lora-alpha", "8", "--window", "2", "--lr", "1e-2", "--checkpoint-every", "2", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    whole = tmp_path / "whole"
+    subprocess.run([*args, "--out", str(whole)], check=True, env=env, capture_output=True)
+    cut = tmp_path / "cut"
+    process = subprocess.Popen([*args, "--out", str(cut)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "train_log.jsonl").is_file() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    steps = len((cut / "train_log.jsonl").read_text().splitlines())
+    assert 2 <= steps < 40, "the kill must land mid-run"
+    subprocess.run([*args, "--out", str(cut), "--resume"], check=True, env=env, capture_output=True)
+    losses = [json.loads(line)["loss"] for line in (whole / "train_log.jsonl").read_text().splitlines()]
+    again = [json.loads(line)["loss"] for line in (cut / "train_log.jsonl").read_text().splitlines()]
+    assert again == losses and len(losses) == 40
+
+
+def test_checkpoint_evaluates_and_differs_from_untrained(data, tmp_path, tiny_llama):
+    train(spec(data, tmp_path / "ckpt"), progress=False, loaded=tiny_llama)
+    options = {"segment": 16, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8}
+    cls = METHODS.get("uio")
+    trained = cls(*tiny_llama, cls.Config(**options, checkpoint=str(tmp_path / "ckpt")))
+    untrained = cls(*tiny_llama, cls.Config(**options))
+    ids = torch.randint(0, 256, (64,), generator=torch.Generator().manual_seed(0))
+    assert (trained.score(ids) - untrained.score(ids)).abs().max() > 1e-4
+
+
+def test_test_books_are_skipped_and_alone_refused(data, tmp_path, capsys):
+    from harness.training import training_books
+
+    assert [p.name for p in training_books(str(data), allow_test_data=False)] == ["1342_a_book.txt"]
+    assert len(training_books(str(data), allow_test_data=True)) == 2
+    only_test = data / "10146_a_pg19_test_book.txt"
+    argv = ["train", "uio", "--model", "tiny-random-llama", "--data", str(only_test), "--steps", "1",
+            "--seq-len", "64", "--segment", "16", "--memory-tokens", "4", "--out", str(tmp_path / "o")]  # fmt: skip
+    code = main(argv)
+    assert code == 2 and "--allow-test-data" in capsys.readouterr().err
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    factor = schedule(200, 0.01)
+    assert [factor(0), factor(1)] == [0.5, 1.0]
+    assert factor(100) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 98 / 198)).item()))
+    assert factor(199) == pytest.approx(0.0, abs=1e-3)
+
+
+BAD = [
+    (["--strategy", "sometimes"], "strategy"),
+    (["--window", "0"], "window"),
+    (["--seq-len", "70"], "multiple of segment"),
+    (["--seq-len", "16"], "at least 2 segments"),
+    (["--segmentt", "16"], "unknown option '--segmentt'"),
+    (["--strategy"], "must be followed by a value"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD)
+def test_bad_train_input_is_one_line_and_exit_2(flags, message, data, tmp_path, capsys):
+    base = {"--model": "tiny-random-llama", "--data": str(data), "--steps": "1", "--seq-len": "64",
+            "--segment": "16", "--memory-tokens": "4", "--out": str(tmp_path / "o")}  # fmt: skip
+    for flag in flags[::2]:
+        base.pop(flag, None)
+    argv = ["train", "uio", *[x for pair in base.items() for x in pair], *flags]
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_folder_checks(data, tmp_path, capsys):
+    argv = ["train", "uio", "--model", "tiny-random-llama", "--data", str(data), "--steps", "1", "--seq-len", "64",
+            "--segment", "16", "--memory-tokens", "4", "--quiet"]  # fmt: skip
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "training.json").write_text(json.dumps({"method": "rmt"}))
+    assert main([*argv, "--out", str(other)]) == 2
+    assert "holds a 'rmt' checkpoint" in capsys.readouterr().err
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    assert main([*argv, "--out", str(stranger)]) == 2
+    assert "holds no lch training checkpoint" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ok")]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "ok"), "--resume", "--lr", "0.5"]) == 2
+    assert "lr differ" in capsys.readouterr().err
+    assert main(["train", "full", *argv[2:], "--out", str(tmp_path / "f")]) == 2
+    assert "not trainable. Trainable: uio" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*argv[:5], str(empty), *argv[6:], "--out", str(tmp_path / "e")]) == 2
+    assert "no .txt files" in capsys.readouterr().err
