@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.errors import UserError
 from methods.attention import rotate
 from methods.backbone import Backbone, rms_norm
 from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
@@ -158,6 +159,7 @@ class UIO(LongContextModel):
 
     description = "UIO-LLMs: LoRA encoder compresses each segment into memory tokens read by the frozen decoder"
     Config = UIOConfig
+    TrainConfig = UIOTrainConfig
 
     def __init__(self, model, tokenizer, config: UIOConfig):
         super().__init__(model, tokenizer, config)
@@ -189,6 +191,21 @@ class UIO(LongContextModel):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """LoRA weights of the encoder and transfer head, and the `<mem>` embedding."""
         return self.adapters.trainable_parameters()
+
+    @classmethod
+    def check_document_length(cls, config: UIOConfig, seq_len: int, trained_window: int | None = None) -> None:
+        """Training documents are >= 2 whole segments whose memories and last segment fit the decoder window.
+
+        `trained_window` (the base model's, known once it is loaded) stands in for an unset `config.window`.
+        """
+        if seq_len % config.segment or seq_len < 2 * config.segment:
+            raise UserError(f"--seq-len {seq_len} must be a multiple of segment {config.segment}, at least 2 segments")
+        window = config.window or trained_window
+        if window is None:
+            return
+        positions = (seq_len // config.segment - 1) * config.memory_tokens + config.segment
+        if positions > window:
+            raise UserError(f"--seq-len {seq_len} puts decoder positions at {positions} > window {window}")
 
     def backward_document(self, input_ids: torch.Tensor) -> float:
         """Accumulate one document's gradient under `train_config`; returns its mean segment loss.
