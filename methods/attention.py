@@ -56,7 +56,13 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.T
     return F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
 
 
-@functools.lru_cache(maxsize=4)
+# Chunked prefill attends a chunk of T queries over S > T keys with an explicit mask, which SDPA cannot
+# skip the masked upper triangle of (T^2/2 wasted pairs: 25% of the attention at 4K with 2K chunks).
+# Query blocks of this size, each over the keys it can see, bound the waste to S * QUERY_BLOCK / 2.
+QUERY_BLOCK = 256
+
+
+@functools.lru_cache(maxsize=32)
 def bottom_right_mask(t: int, s: int, device: torch.device) -> torch.Tensor:
     """`[t, s]` bool causal mask of the last `t` positions over `s` keys; cached because every layer asks."""
     return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
@@ -66,7 +72,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     """Causal attention of the last `T` positions over all `S >= T` keys (bottom-right aligned).
 
     `is_causal=True` in SDPA aligns the mask top-left when `T < S`, which is wrong for chunked prefill
-    and decoding over a cache; so an explicit mask is built then (once for all layers).
+    and decoding over a cache; so an explicit mask is built then (once for all layers), per block of
+    `QUERY_BLOCK` queries over the keys they can see.
 
     Args:
         q: `[B, H, T, d]` rotated queries.
@@ -80,4 +87,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         return sdpa(q, k, v, is_causal=True, scale=scale)
     if t == 1:
         return sdpa(q, k, v, scale=scale)
-    return sdpa(q, k, v, attn_mask=bottom_right_mask(t, s, q.device), scale=scale)
+    out = []
+    for start in range(0, t, QUERY_BLOCK):
+        stop = min(t, start + QUERY_BLOCK)
+        seen = s - t + stop
+        mask = bottom_right_mask(stop - start, seen, q.device)
+        out.append(sdpa(q[:, :, start:stop], k[:, :, :seen], v[:, :, :seen], attn_mask=mask, scale=scale))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)

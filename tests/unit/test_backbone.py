@@ -21,10 +21,11 @@ def full(model, tokenizer, **options):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_gqa"])
-@pytest.mark.parametrize("chunk_size", [1000, 37])
-def test_full_score_equals_transformers(request, fixture, chunk_size):
+# (700, 1200): the second chunk's 500 queries attend in blocks of QUERY_BLOCK over the keys they can see
+@pytest.mark.parametrize(("chunk_size", "length"), [(1000, 300), (37, 300), (700, 1200)])
+def test_full_score_equals_transformers(request, fixture, chunk_size, length):
     model, tokenizer = request.getfixturevalue(fixture)
-    ids = torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 256, (length,), generator=torch.Generator().manual_seed(1))
     ours = full(model, tokenizer, chunk_size=chunk_size).score(ids)
     torch.testing.assert_close(ours, hf_logprobs(model, ids), atol=1e-4, rtol=0)
 
