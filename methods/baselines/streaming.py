@@ -1,7 +1,7 @@
 """StreamingLLM: attention sinks plus a sliding window, keys cached before RoPE (Xiao et al., 2023).
 
 Paper: https://arxiv.org/abs/2309.17453; official code mit-han-lab/streaming-llm
-(`streaming_llm/kv_cache.py`, `pos_shift/modify_llama.py`); spec: research/baselines.md section 2.
+(`streaming_llm/kv_cache.py`, `pos_shift/modify_llama.py`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from methods.attention import rotate, sdpa
+from methods.attention import causal_attention, rotate, sdpa
 from methods.base import MethodConfig, register_method
 from methods.decoder import DecoderMethod
 from methods.kv_buffer import KVBuffer
@@ -62,6 +62,8 @@ class SinkWindowAttention:
         self.sinks = int(is_sink.sum())
         visible = (keys[None] <= queries[:, None]) & (is_sink[None] | (keys[None] >= queries[:, None] - w))
         self.mask = visible.to(device)
+        # Until the first eviction the mask is plain causal; SDPA then skips the masked half of the work.
+        self.causal = torch.equal(visible, torch.ones_like(visible).tril(keys.numel() - queries.numel()))
         # Local frame for recent keys: the oldest non-sink key sits at index n_sink, as in the official cache.
         origin = int(keys[self.sinks :].min()) if keys.numel() > self.sinks else s
         local = lambda p: (p - origin + s).clamp(min=0)  # noqa: E731
@@ -84,7 +86,9 @@ class SinkWindowAttention:
         buffer = self.cache[layer]
         buffer.append(k, v)
         keys, values, scale = rotate(buffer.k, *self.k_rope), buffer.v, self.backbone.scale
-        if self.q_sink_rope is None:
+        if self.q_sink_rope is None and self.causal:
+            out = causal_attention(rotate(q, *self.q_rope), keys, values, scale)
+        elif self.q_sink_rope is None:
             out = sdpa(rotate(q, *self.q_rope), keys, values, attn_mask=self.mask, scale=scale)
         else:
             out = self._attend_split(q, keys, values)
@@ -122,6 +126,7 @@ class Streaming(DecoderMethod):
     """StreamingLLM: constant memory; forgets everything outside the sinks and the window."""
 
     description = "StreamingLLM: n_sink attention sinks + a sliding window of recent tokens (constant memory)"
+    sources = "StreamingLLM, Xiao et al. 2023, https://arxiv.org/abs/2309.17453; https://github.com/mit-han-lab/streaming-llm."
     Config = StreamingConfig
 
     def beyond_trained_window(self, length: int) -> bool:
