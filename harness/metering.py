@@ -1,6 +1,6 @@
 """Cost measurement, the same for every method: wall clocks, peak memory, FLOPs, state bytes.
 
-Rules (research/harness-anchors.md section 6): CUDA is synchronised before clocks are read; peak
+Rules: CUDA is synchronised before clocks are read; peak
 memory is reset per sample and reported above the pre-sample baseline (CUDA peak allocated, or host
 RSS sampled every 5 ms on CPU); FLOPs come from `torch.utils.flop_counter` when asked for.
 """

@@ -35,6 +35,7 @@ class LongContextModel(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    sources: ClassVar[str] = ""  # paper and official code, cited in reports
     Config: ClassVar[type[MethodConfig]]
     max_context: int | None = None
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import math
-import re
 import sqlite3
 from pathlib import Path
 
@@ -22,19 +22,6 @@ from harness.errors import UserError
 from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.tasks import longbench, passkey_depth, perplexity, position_nll
-
-# Public sources per registered method name, shown under its config in the report. Method docstrings
-# cite the project's research notes (`research/...`), which are not part of the repository, so the
-# report cites the papers and official code instead and drops those citations (RESEARCH_CITATION).
-SOURCES = {
-    "full": "RoPE scaling: Position Interpolation, Chen et al. 2023, https://arxiv.org/abs/2306.15595; YaRN, "
-    "Peng et al. 2023, https://arxiv.org/abs/2309.00071; dynamic NTK as implemented in Hugging Face transformers.",
-    "streaming": "StreamingLLM, Xiao et al. 2023, https://arxiv.org/abs/2309.17453; official code "
-    "https://github.com/mit-han-lab/streaming-llm.",
-    "uio": "UIO-LLMs, Li et al. 2024, https://arxiv.org/abs/2406.18173; official code "
-    "https://github.com/wenhaoli-xmu/UIO-LLMs.",
-}
-RESEARCH_CITATION = re.compile(r"(;\s*)?\b(see |spec:? )?research/[\w./-]+( sections? [\d.]+( and [\d.]+)*)?")
 
 
 def _json(text) -> dict:
@@ -191,7 +178,7 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
     """Collect runs (dates, command, commit, device), package versions, method configs and task configs.
 
     Each method row carries its Config docstring, where deviations from the official defaults are written,
-    and the public sources of the method (SOURCES).
+    and the public sources the method class declares (paper, official code).
     """
     from methods.base import METHODS
 
@@ -206,27 +193,19 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
     for label, group in cells.groupby("label"):
         first = group.iloc[0]
         try:
-            doc = METHODS.get(first["method"]).Config.__doc__ or ""
+            cls = METHODS.get(first["method"])
+            doc, sources = cls.Config.__doc__ or "", cls.sources
         except (UserError, ImportError):
-            doc = "(method not registered in this lch version)"
+            doc, sources = "(method not registered in this lch version)", ""
         methods.append(
             {"method": label, "name": first["method"], "model": first["model"], "dtype": first["dtype"],
-             "config": json.dumps(first["method_config"], sort_keys=True), "docstring": _clean(doc),
-             "sources": SOURCES.get(first["method"], "")}
+             "config": json.dumps(first["method_config"], sort_keys=True), "docstring": inspect.cleandoc(doc),
+             "sources": sources}
         )  # fmt: skip
     configs = cells.assign(config=cells["task_config"].map(lambda c: json.dumps(c, sort_keys=True)))
     tasks = configs.drop_duplicates(["task", "task_version", "config"])[["task", "task_version", "headline", "config"]]
     tasks = tasks.assign(higher_is_better=tasks["task"].map(higher_is_better)).reset_index(drop=True)
     return {"runs": run_table, "packages": packages, "methods": pd.DataFrame(methods), "tasks": tasks}
-
-
-def _clean(doc: str) -> str:
-    """Dedent a docstring and drop its citations of `research/...` notes, which a report's reader cannot open."""
-    import inspect
-
-    doc = inspect.cleandoc(doc) if doc else ""
-    doc = RESEARCH_CITATION.sub("", doc)
-    return re.sub(r" ?\(\s*\)", "", doc)  # "(see research/x.md)" leaves "()" behind
 
 
 def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict[str, pd.DataFrame]:

@@ -1,7 +1,7 @@
 """Passkey retrieval in the Landmark-attention format (Mohtashami & Jaggi, 2023).
 
-Source: epfml/landmark-attention `llama/run_test.py` (`generate_prompt`); spec:
-research/harness-anchors.md section 3.1. Deviations from the original (which cuts the filler in
+Source: epfml/landmark-attention `llama/run_test.py` (`generate_prompt`).
+Deviations from the original (which cuts the filler in
 characters and draws a uniform needle position): the length is exact in the evaluated tokenizer's
 tokens, the needle sits at a set depth, and the key has 5 digits (as Activation Beacon's passkey);
 the character length is recorded per sample.

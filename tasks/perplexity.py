@@ -1,6 +1,6 @@
 """Long-document perplexity to 100K+ tokens, with the scoring protocol written into every result.
 
-Spec: research/harness-anchors.md section 4. Documents are PG19 test books (Rae et al., 2019), read
+Documents are PG19 test books (Rae et al., 2019), read
 from `<data_dir>/books/` (shared/data/SOURCES.md) or, without a data directory, streamed from the
 hub (`deepmind/pg19`, split test). Protocols (`protocol`):
 

@@ -14,7 +14,7 @@ from methods.kv_buffer import KVBuffer
 
 
 class FullConfig(MethodConfig):
-    """Full attention. `rope_scaling` follows HF semantics (see research/baselines.md section 1).
+    """Full attention. `rope_scaling` follows HF semantics (PI, dynamic NTK, YaRN).
 
     Deviations: prefill runs in chunks of `chunk_size` tokens (exact up to float rounding); with
     `dynamic` scaling, keys cached by an earlier chunk keep their earlier rotation, as in HF's cached
@@ -61,6 +61,10 @@ class Full(DecoderMethod):
     """Full attention, the reference every other method is compared to."""
 
     description = "full causal attention over the whole input (optional RoPE scaling: linear/dynamic/yarn)"
+    sources = (
+        "RoPE scaling: Position Interpolation, Chen et al. 2023, https://arxiv.org/abs/2306.15595; YaRN, Peng et al. "
+        "2023, https://arxiv.org/abs/2309.00071; dynamic NTK as implemented in Hugging Face transformers."
+    )
     Config = FullConfig
 
     def __init__(self, model, tokenizer, config: FullConfig):

@@ -10,7 +10,7 @@ from methods.base import MethodConfig
 
 
 class UIOConfig(MethodConfig):
-    """UIO-LLMs (Li et al., 2024, arXiv 2406.18173; code wenhaoli-xmu/UIO-LLMs; spec research/uio-llms.md).
+    """UIO-LLMs (Li et al., 2024, arXiv 2406.18173; code wenhaoli-xmu/UIO-LLMs).
 
     Defaults are the paper's Llama-2-7B setting (`config/32x.json`): segments of 1024 tokens compressed
     into 32 memory tokens (32x), LoRA r=128, alpha=512, dropout 0 on the encoder (q_proj, v_proj) and

@@ -2,7 +2,7 @@
 
 A document of T segments is a recurrent net over memories: segment t is decoded over the transfer
 of the memories of segments < t, and the encoder compresses segment t into memory m_t without
-seeing earlier memories (so dm_i/dm_j = 0, spec research/uio-llms.md section 2.1). The strategies
+seeing earlier memories (so dm_i/dm_j = 0, paper section 3.3.1). The strategies
 differ in which (loss t, memory s) pairs reach the encoder:
 
 * `bptt`: every pair, by backpropagating the sum of all losses through every encoder graph (the

@@ -1,7 +1,7 @@
 """LongBench v1 records, official prompts and generation budgets, truncation, and where the data lives.
 
 Source: THUDM/LongBench @ 2e00731f (`LongBench/pred.py`, `LongBench/config/dataset2prompt.json`,
-`dataset2maxlen.json`, `model2maxlen.json`); spec: research/harness-anchors.md section 2. The prompt
+`dataset2maxlen.json`, `model2maxlen.json`). The prompt
 templates below are data copied byte for byte (quirks such as "asconcisely" included); the unit test
 `tests/unit/test_longbench_prompts.py` compares them with the official JSON kept in `tests/golden/longbench/`.
 """

@@ -4,7 +4,7 @@ Source: THUDM/LongBench @ 2e00731f `LongBench/metrics.py` and `LongBench/eval.py
 behaviour, same libraries: `rouge`, `jieba`, `fuzzywuzzy`). Every metric has the official signature
 `fn(prediction, ground_truth, **kwargs) -> float` in [0, 1]; `score_prediction` applies the eval.py
 rules (first line for few-shot datasets, max over gold answers) and `summarize` the averages of
-research/harness-anchors.md section 2.5.
+the LongBench paper (per task category and overall).
 """
 
 from __future__ import annotations
