@@ -169,6 +169,37 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{len(log)} steps, last loss {log[-1]['loss']:.4f}; checkpoint in {spec.out}")
 
 
+def cmd_gradients(args: argparse.Namespace) -> None:
+    """Gradient fidelity of each strategy against the exact one on a few documents (the paper's Table 4)."""
+    import torch
+
+    from harness.fidelity import check_strategies, fidelity, table
+    from harness.models import load_model
+    from harness.sweep import validate
+    from harness.training import Documents, trainable_class, training_books
+    from tasks.data import data_dir
+
+    cls = trainable_class(args.method)
+    method_options, train_options = _extra_options(args.extra, args.method)
+    if train_options:
+        raise UserError(f"lch gradients compares strategies itself: drop {', '.join('--' + k for k in train_options)}")
+    config = validate(cls.Config, method_options | _options(args.method_opt, "--method-opt"), f"method '{cls.name}'")
+    cls.check_document_length(config, args.seq_len)
+    strategies, windows = args.strategies.split(","), _lengths(args.window)
+    check_strategies(cls, strategies)
+    root = args.data or (str(data_dir() / "books") if data_dir() else None)
+    if root is None:
+        raise UserError("no data directory found: pass --data (a folder of .txt books)")
+    books = training_books(root, allow_test_data=False)
+    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    cls.check_document_length(config, args.seq_len, model.config.max_position_embeddings)
+    torch.manual_seed(args.seed)  # the adapters' initial weights
+    method = cls(model, tokenizer, config)
+    documents = Documents(books, tokenizer, args.seq_len, args.seed)
+    result = table(fidelity(method, [documents[i] for i in range(args.documents)], strategies, windows, args.seeds))
+    print(result.to_csv(index=False, float_format="%.4f") if args.csv else result.to_string(index=False))
+
+
 def _command() -> str:
     return " ".join(shlex.quote(a) for a in ["lch", *sys.argv[1:]])
 
@@ -253,6 +284,24 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--train-opt", action="append", default=[], metavar="K=V", help="train option, repeatable")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
+
+    gr = sub.add_parser(
+        "gradients", help="gradient fidelity of a method's training strategies vs the exact one (UIO Table 4)"
+    )
+    gr.add_argument("--method", default="uio", help="a trainable method (default uio)")
+    gr.add_argument("--model", default="smollm2-135m", help="built-in alias, HF id or local dir (default smollm2-135m)")
+    gr.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    gr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    gr.add_argument("--data", help="folder of .txt books (default: the data dir's books/, PG19 test books skipped)")
+    gr.add_argument("--documents", type=int, default=2, help="documents to average over (default 2)")
+    gr.add_argument("--seq-len", type=int, default=4096, help="tokens per document (default 4096)")
+    gr.add_argument("--strategies", default="tbptt,incremental,unbiased", help="comma-separated strategies")
+    gr.add_argument("--window", default="1,2,4", help="comma-separated windows S (default 1,2,4)")
+    gr.add_argument("--seeds", type=int, default=4, help="seeds per stochastic strategy (default 4)")
+    gr.add_argument("--seed", type=int, default=0, help="data order and initial adapter weights (default 0)")
+    gr.add_argument("--method-opt", action="append", default=[], metavar="K=V", help="method option, repeatable")
+    gr.add_argument("--csv", action="store_true", help="CSV instead of a text table")
+    gr.set_defaults(fn=cmd_gradients)
     return top
 
 
@@ -260,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors (usage errors included) print one line and exit 2."""
     try:
         args, args.extra = parser().parse_known_args(argv)
-        if args.extra and args.fn is not cmd_train:  # only `train` takes the method's own options as flags
+        if args.extra and args.fn not in (cmd_train, cmd_gradients):  # they take the method's options as flags
             parser().parse_args(argv)  # the usual one-line "unrecognized arguments" error
         args.fn(args)
     except UserError as error:

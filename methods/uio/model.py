@@ -1,7 +1,7 @@
 """UIO-LLMs: segment compression into memory tokens read by the frozen decoder.
 
 An encoder compresses each segment into memory tokens; a transfer head turns them into K/V that the
-frozen decoder reads as a prefix (paper Fig. 2; research/uio-llms.md sections 1 and 6).
+frozen decoder reads as a prefix (paper Fig. 2 and section 3, arXiv 2406.18173).
 
 Reads top to bottom like the figure: `encode` (segment -> per-layer memory states), `transfer`
 (memory states -> decoder K/V), `MemoryDecoderAttention` (decoder attention over
@@ -158,8 +158,11 @@ class UIO(LongContextModel):
     """UIO-LLMs: segments compressed into memory tokens (32x by default) read by the frozen decoder."""
 
     description = "UIO-LLMs: LoRA encoder compresses each segment into memory tokens read by the frozen decoder"
+    sources = "UIO-LLMs, Li et al. 2024, https://arxiv.org/abs/2406.18173; https://github.com/wenhaoli-xmu/UIO-LLMs."
     Config = UIOConfig
     TrainConfig = UIOTrainConfig
+    REFERENCE_STRATEGY = "bptt"  # exact gradient the others are measured against (`lch gradients`)
+    STOCHASTIC_STRATEGIES = ("unbiased",)  # their gradient depends on a seed
 
     def __init__(self, model, tokenizer, config: UIOConfig):
         super().__init__(model, tokenizer, config)
@@ -206,6 +209,14 @@ class UIO(LongContextModel):
         positions = (seq_len // config.segment - 1) * config.memory_tokens + config.segment
         if positions > window:
             raise UserError(f"--seq-len {seq_len} puts decoder positions at {positions} > window {window}")
+
+    def document_gradients(
+        self, input_ids: torch.Tensor, strategy: str, window: int, seed: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Gradient of every trainable parameter for one document (`methods.uio.trainer.document_gradients`)."""
+        from methods.uio.trainer import document_gradients  # the trainer builds on this module
+
+        return document_gradients(self, input_ids, strategy, window, seed=seed)
 
     def backward_document(self, input_ids: torch.Tensor) -> float:
         """Accumulate one document's gradient under `train_config`; returns its mean segment loss.

@@ -158,3 +158,18 @@ def test_out_folder_checks(data, tmp_path, capsys):
     empty.mkdir()
     assert main([*argv[:5], str(empty), *argv[6:], "--out", str(tmp_path / "e")]) == 2
     assert "no .txt files" in capsys.readouterr().err
+
+
+def test_lch_gradients_prints_the_fidelity_table(data, capsys):
+    code = main(["gradients", "--model", "tiny-random-llama", "--data", str(data), "--documents", "1",
+                 "--seq-len", "64", "--segment", "16", "--memory-tokens", "4", "--lora-rank", "2",
+                 "--strategies", "incremental,unbiased", "--window", "1,4", "--seeds", "2", "--csv"])  # fmt: skip
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("strategy,window,cosine_mean")
+    rows = {tuple(line.split(",")[:2]): line.split(",") for line in lines[1:]}
+    assert set(rows) == {("incremental", "1"), ("incremental", "4"), ("unbiased", "1"), ("unbiased", "4")}
+    assert float(rows["incremental", "4"][2]) == pytest.approx(1.0, abs=1e-5)  # S >= T - 1: exact
+    assert main(["gradients", "--model", "tiny-random-llama", "--data", str(data), "--seq-len", "64",
+                 "--segment", "16", "--memory-tokens", "4", "--strategies", "often"]) == 2  # fmt: skip
+    assert "unknown strategy 'often'" in capsys.readouterr().err

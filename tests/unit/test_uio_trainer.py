@@ -148,3 +148,15 @@ def test_backward_document_accumulates_and_returns_the_mean_segment_loss(uio, do
     for name, gradient in expected_gradients.items():
         got = named[name].grad
         torch.testing.assert_close(got if got is not None else torch.zeros_like(gradient), gradient, rtol=0, atol=0)
+
+
+def test_fidelity_table_scores_exact_strategies_as_exact(uio, document):
+    from harness.fidelity import fidelity, table
+
+    rows = fidelity(uio, [document], ["incremental", "tbptt", "unbiased"], windows=[1, T], seeds=3)
+    assert len(rows) == 2 + 2 + 2 * 3
+    summary = table(rows).set_index(["strategy", "window"])
+    assert summary.loc[("incremental", T), "cosine_mean"] == pytest.approx(1.0, abs=1e-12)
+    assert summary.loc[("incremental", T), "relative_error_mean"] < 1e-9
+    assert summary.loc[("tbptt", 1), "relative_error_mean"] > 1e-3
+    assert summary.loc[("unbiased", 1), "runs"] == 3 and summary.loc[("unbiased", 1), "cosine_std"] > 0
