@@ -21,7 +21,8 @@ class UIOConfig(MethodConfig):
     `window` is the decoder's position budget (memory + raw segment); None = the base model's
     `max_position_embeddings` (4096 for Llama-2 gives the paper's 99,328-token limit at 32x).
     `over_context`: `error` (default; the official code has no eviction) or `keep_recent`, which
-    drops the oldest segment memories and renumbers the rest from position 0 -- an lch extension.
+    drops the oldest segment memories, renumbers the rest from position 0 and decodes the open segment
+    again over them, so the state is the one rebuilt from the kept memories -- an lch extension.
     `checkpoint`: a directory written by `UIO.save` (adapters + `<mem>` embedding); without it the
     adapters are at their zero initialisation (B = 0), i.e. an untrained UIO.
 

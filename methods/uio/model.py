@@ -124,15 +124,19 @@ class MemoryDecoderAttention:
         self.raw = [KVBuffer() for _ in self.raw]
 
     def drop_oldest(self) -> None:
-        """Evict the oldest segment's memory and renumber the rest from position 0."""
+        """Evict the oldest segment's memory, renumber the rest from position 0 and empty the raw K/V.
+
+        The raw K/V of the open segment are stale after a drop: its keys sit m positions too far on, and
+        from layer 1 on its K/V carry what the tokens read from the evicted memory. The caller decodes
+        the open segment again (`UIO._make_room`).
+        """
         kept = self.segments[1:]
         self.segments = []
         self.memory_k = [None] * len(self.memory_k)
         self.memory_v = [None] * len(self.memory_v)
-        raw = self.raw
         for kv in kept:
             self.add_segment(kv)
-        self.raw = raw
+        self.raw = [KVBuffer() for _ in self.raw]
 
     def attend(self, layer, q, k, v, positions):
         """Rotate the block at its positions, cache its raw K/V, attend over memory + raw."""
@@ -255,9 +259,18 @@ class UIO(LongContextModel):
             if total > self.max_context:
                 raise InputTooLong(f"{total} tokens > max_context {self.max_context} of uio (window {self.window})")
             return
-        attention = self.attention
-        while attention.segments and attention.memory_length + attention.raw_length + tokens > self.window:
+        attention, dropped = self.attention, False
+        while attention.segments and attention.memory_length + len(self.open) + tokens > self.window:
             attention.drop_oldest()
+            dropped = True
+        if dropped and self.open:
+            # Rebuild the open segment's raw K/V over the kept memory, as if the document began there.
+            # Re-rotating the cached keys by -m would fix only their positions (off by 3e-3 in
+            # test_keep_recent_*); this costs one pass over at most a segment per drop.
+            start = attention.memory_length
+            positions = torch.arange(start, start + len(self.open), device=self.backbone.device)
+            block = torch.tensor(self.open, device=self.backbone.device)[None]
+            self.backbone(self.backbone.embed(block), positions, attention)
 
     def _decode(self, ids: list[int]) -> torch.Tensor:
         """Run the frozen decoder on a block inside the open segment; returns `[T, D]` final hidden states."""

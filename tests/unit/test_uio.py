@@ -1,5 +1,6 @@
 """UIO-LLMs: kernels against naive attention, encoder mask, transfer head at B=0, streaming against a
-one-shot computation, prefill+decode against score, limits, checkpoints, and an untouched base model."""
+one-shot computation, prefill+decode against score, limits, `keep_recent` against a rebuild from scratch,
+checkpoints, and an untouched base model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from harness.errors import UserError
+from harness.models import load_model
 from methods.attention import repeat_kv, rotate
 from methods.backbone import Backbone
 from methods.base import METHODS, InputTooLong
@@ -197,11 +199,105 @@ def test_context_limit_paper_arithmetic_and_policies(tiny_llama_gqa):
     method.reset()
     with pytest.raises(InputTooLong, match="max_context 80"):
         method.score(ids_of(81))
-    recent = build(tiny_llama_gqa, window=32, over_context="keep_recent")
-    assert recent.max_context is None
-    out = recent.score(ids_of(300))
-    kept = recent.attention
-    assert torch.isfinite(out).all() and kept.memory_length + kept.raw_length <= 32 and len(kept.segments) < 18
+
+
+@pytest.fixture(scope="module")
+def tiny_gqa64():
+    """(model, tokenizer) of the GQA tiny model in float64: method and reference differ by logit rounding only."""
+    model, tokenizer = load_model("tiny-random-llama-gqa")
+    return model.to(torch.float64), tokenizer
+
+
+class NaiveMemoryAttention:
+    """Plain masked softmax over `[memories at 0..M-1 ; text at positions]`, causal within the text."""
+
+    def __init__(self, backbone, memories, positions):
+        self.backbone, self.memories = backbone, memories
+        self.cos, self.sin = backbone.rope(positions)
+        self.mcos, self.msin = backbone.rope(torch.arange(sum(kv[0][0].shape[2] for kv in memories)))
+
+    def attend(self, layer, q, k, v, positions):
+        keys, values = rotate(k, self.cos, self.sin), v
+        if self.memories:
+            mk = torch.cat([kv[layer][0] for kv in self.memories], dim=2)
+            mv = torch.cat([kv[layer][1] for kv in self.memories], dim=2)
+            keys, values = torch.cat([rotate(mk, self.mcos, self.msin), keys], 2), torch.cat([mv, values], 2)
+        t, s = q.shape[2], keys.shape[2]
+        mask = torch.ones(t, s, dtype=torch.bool).tril(diagonal=s - t)
+        return naive_attention(rotate(q, self.cos, self.sin), keys, values, mask, self.backbone.scale)
+
+
+def keep_recent_reference(method, ids, calls):
+    """`over_context=keep_recent` rebuilt from scratch: `[n, V]` log-softmax after each token of `ids`, and
+    the (token index, open-segment length) of every drop.
+
+    `ids` are fed in `calls` of the given lengths (a score or prefill call, or one decoded token), each
+    cut at segment ends into blocks. Before a block, the oldest memories are dropped while the kept
+    ones, the open segment and the block overflow the window. Each block is one plain decoder pass over
+    the kept memories at positions 0.. and the whole open segment right after them.
+    """
+    backbone, seg, m, window = method.backbone, method.config.segment, method.config.memory_tokens, method.window
+    memory = {}  # segment index -> per-layer (k before RoPE, v)
+    out, drops, position, kept = [], [], 0, 0
+    for length in calls:
+        end = position + length
+        while position < end:
+            closed, raw = divmod(position, seg)
+            block = min(end, (closed + 1) * seg) - position
+            while kept and kept * m + raw + block > window:
+                kept -= 1
+                drops.append((position, raw))
+            for s in range(closed - kept, closed):
+                if s not in memory:
+                    states = encode(backbone, method.adapters, ids[s * seg : (s + 1) * seg][None], m)
+                    memory[s] = transfer(backbone, method.adapters, states[:, 0])
+            text = ids[closed * seg : position + block]
+            positions = torch.arange(kept * m, kept * m + len(text))
+            attention = NaiveMemoryAttention(backbone, [memory[s] for s in range(closed - kept, closed)], positions)
+            hidden = backbone(backbone.embed(text[None]), positions, attention)[0]
+            out.append(torch.log_softmax(backbone.logits(hidden[-block:]), dim=-1))
+            position += block
+            kept += position % seg == 0
+    return torch.cat(out), drops
+
+
+def test_keep_recent_prefill_and_decode_equal_rebuild_from_scratch(tiny_gqa64):
+    """Drops inside the open segment, in decode and in a second prefill: every step's log-probs."""
+    method = randomise_adapters(build(tiny_gqa64, window=24, over_context="keep_recent"))
+    assert method.max_context is None
+    fed, calls, got = [], [], []
+    for prompt, steps in [(ids_of(37, seed=6), 32), (ids_of(20, seed=7), 30)]:
+        method.prefill(prompt)
+        fed += prompt.tolist()
+        calls.append(len(prompt))
+        got.append(torch.log_softmax(method.next_logits, -1))
+        for _ in range(steps):
+            fed += method.decode(1, stop_ids=[])
+            calls.append(1)
+            got.append(torch.log_softmax(method.next_logits, -1))
+            assert method.attention.memory_length + method.attention.raw_length <= 24
+    expected, drops = keep_recent_reference(method, torch.tensor(fed), calls)
+    assert (60, 12) in drops and (37 + 32, 5) in drops  # one in decode, one in the second prefill
+    last = torch.tensor(calls).cumsum(0) - 1
+    torch.testing.assert_close(torch.stack(got), expected[last], atol=1e-5, rtol=0)
+
+
+def test_keep_recent_score_in_pieces_equals_rebuild_from_scratch(tiny_gqa64):
+    """Drops at segment starts, and one inside the open segment where the second call begins."""
+    method = randomise_adapters(build(tiny_gqa64, window=24, over_context="keep_recent"))
+    ids = ids_of(150, seed=8)
+    calls = [21, 50, 7, 72]
+    got, start = [], 0
+    for length in calls:
+        chunk = ids[start : start + length]
+        if start:
+            got.append(torch.log_softmax(method.next_logits, -1)[chunk[0]][None])
+        got.append(method.score(chunk))
+        start += length
+    expected, drops = keep_recent_reference(method, ids, calls)
+    assert any(raw > 0 for _, raw in drops) and any(raw == 0 for _, raw in drops)
+    expected = expected[:-1].gather(1, ids[1:, None])[:, 0]
+    torch.testing.assert_close(torch.cat(got), expected, atol=1e-5, rtol=0)
 
 
 def test_checkpoint_round_trip(tiny_llama_gqa, tmp_path):
