@@ -1,6 +1,6 @@
-"""UIO-LLMs: kernels against naive attention, encoder mask, transfer head at B=0, streaming against a
-one-shot computation, prefill+decode against score, limits, `keep_recent` against a rebuild from scratch,
-checkpoints, and an untouched base model."""
+"""UIO-LLMs: kernels against naive attention, encoder mask, encoder at B=0 against transformers, transfer
+head at B=0, streaming against a one-shot computation, prefill+decode against score, limits, `keep_recent`
+against a rebuild from scratch, checkpoints, and an untouched base model."""
 
 from __future__ import annotations
 
@@ -98,6 +98,39 @@ def test_mem_slot_ignores_text_after_its_span(tiny_llama_gqa):
     assert (states[1:, 0, 2:] - states[1:, 1, 2:]).abs().max() > 1e-4
     # memory comes from the input of every layer's attention: layer 0 sees only the <mem> embedding
     assert torch.allclose(states[0, 0], states[0, 1])
+
+
+def transformers_memory_states(model, inputs_embeds, memory_tokens, mask):
+    """Reference encoder at B = 0: the HF model itself with `mask` (`[l+m, l+m]` bool) as an explicit 4D
+    additive mask (transformers passes a 4D mask through as-is) and UIO's `<mem>` positions; per layer,
+    `input_layernorm` of the layer's input (`hidden_states[i]`) at the `<mem>` positions."""
+    batch, size, _ = inputs_embeds.shape
+    additive = torch.zeros(size, size).masked_fill(~mask, float("-inf")).expand(batch, 1, size, size)
+    positions = compression_positions(size - memory_tokens, memory_tokens).expand(batch, size)
+    out = model(inputs_embeds=inputs_embeds, attention_mask=additive, position_ids=positions, output_hidden_states=True)
+    layers = model.model.layers
+    return torch.stack(
+        [layers[i].input_layernorm(out.hidden_states[i][:, -memory_tokens:]) for i in range(len(layers))]
+    )
+
+
+@pytest.mark.parametrize("loaded", ["tiny_llama", "tiny_llama_gqa"])
+def test_encoder_at_zero_init_equals_transformers_with_compression_mask(loaded, request):
+    """`encode` with the LoRA at B = 0 is the frozen model under the compression mask and `<mem>` positions."""
+    model, tokenizer = request.getfixturevalue(loaded)
+    method = build((model, tokenizer))
+    with torch.no_grad():  # a <mem> embedding unlike any token's; the LoRA stays at B = 0
+        method.adapters.memory_embedding.add_(
+            torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(9))
+        )
+    segments = torch.stack([ids_of(16, seed=10), ids_of(16, seed=11)])
+    states = encode(method.backbone, method.adapters, segments, 4)
+    memory = method.adapters.memory_embedding.expand(2, 4, -1)
+    inputs_embeds = torch.cat([model.model.embed_tokens(segments), memory], dim=1)
+    mask = compression_mask(16, 4, torch.device("cpu"))
+    torch.testing.assert_close(states, transformers_memory_states(model, inputs_embeds, 4, mask), atol=1e-5, rtol=0)
+    causal = torch.ones(20, 20, dtype=torch.bool).tril()  # the mask is really used: plain causal differs
+    assert (states - transformers_memory_states(model, inputs_embeds, 4, causal))[1:].abs().max() > 1e-3
 
 
 def test_transfer_head_at_zero_init_is_the_frozen_kv(tiny_llama_gqa):
