@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,16 +70,21 @@ class Cell:
     model: str
     dtype: str
     device: str
+    checkpoints: dict[str, str] = field(default_factory=dict)  # checkpoint field -> `checkpoint_sha256`
 
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the results, hashed into `cell_id`.
 
-        The sample count is left out: asking for more samples extends a cell.
+        The sample count is left out: asking for more samples extends a cell. A checkpoint directory
+        (a field in the config's `checkpoint_fields`) appears as `{"path": ..., "sha256": ...}`.
         """
+        method_config = self.method_config.model_dump(mode="json")
+        for name, sha256 in self.checkpoints.items():
+            method_config[name] = {"path": method_config[name], "sha256": sha256}
         return {
             "model": self.model, "dtype": self.dtype, "device": self.device,
-            "method": self.method, "method_config": self.method_config.model_dump(mode="json"),
+            "method": self.method, "method_config": method_config,
             "task": self.task, "task_version": self.task_version,
             "task_config": self.task_config.model_dump(mode="json"),
             "length": self.length, "seed": self.seed,
@@ -87,8 +92,36 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        """Stable hash of `identity`."""
-        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+        """Stable hash of `identity` without checkpoint paths.
+
+        A checkpoint counts by its contents: retrained into the same folder it makes new cells, moved or
+        copied elsewhere it resumes the old ones (the path stays in `identity`, stored for provenance).
+        """
+        identity = self.identity
+        for name in self.checkpoints:
+            del identity["method_config"][name]["path"]
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".json")
+
+
+def checkpoint_sha256(directory: str) -> str:
+    """sha256 over a checkpoint's safetensors and json files: each one's relative name and sha256, sorted by name.
+
+    Other files (optimizer state, training logs) do not change what the method computes.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserError(f"checkpoint '{directory}' is not a directory")
+    files = {
+        p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()
+    }
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        with files[name].open("rb") as handle:
+            digest.update(f"{name}\0{hashlib.file_digest(handle, 'sha256').hexdigest()}\n".encode())
+    return digest.hexdigest()
 
 
 def one_line(error: ValidationError, where: str, fields: list[str], given: dict[str, Any] | None = None) -> str:
@@ -149,7 +182,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
     """Cells in run order (task, then length, then method).
 
     Every name, option, task data path and the device is validated first, so a bad input stops
-    before anything is loaded or stored.
+    before anything is loaded or stored; checkpoint directories are hashed once per method.
     """
     from methods.base import METHODS
     from tasks.base import TASKS
@@ -163,8 +196,13 @@ def expand(spec: SweepSpec) -> list[Cell]:
         label = method.label or method.name
         if method.label is None and method.name in repeated:
             label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"
-        methods.append((label, method.name, config))
-    labels = [label for label, _, _ in methods]
+        checkpoints = {
+            name: checkpoint_sha256(getattr(config, name))
+            for name in config.checkpoint_fields
+            if getattr(config, name) is not None
+        }
+        methods.append((label, method.name, config, checkpoints))
+    labels = [label for label, *_ in methods]
     if len(set(labels)) != len(labels):
         raise UserError(f"method labels must be unique, got {labels}")
     cells = []
@@ -176,13 +214,13 @@ def expand(spec: SweepSpec) -> list[Cell]:
         if not lengths:
             raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")
         for length in lengths:
-            for label, name, config in methods:
+            for label, name, config, checkpoints in methods:
                 cells.append(
                     Cell(
                         label=label, method=name, method_config=config, task=task.name, task_config=task_config,
                         task_version=task_cls.version, headline=task_cls.headline, length=length,
                         samples=task.samples or spec.samples, seed=spec.seed, model=spec.model, dtype=spec.dtype,
-                        device=spec.device,
+                        device=spec.device, checkpoints=checkpoints,
                     )
                 )  # fmt: skip
     return cells

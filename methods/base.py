@@ -16,9 +16,14 @@ if TYPE_CHECKING:
 
 
 class MethodConfig(BaseModel):
-    """Base of every method config: defaults are the official ones; deviations go in the docstring."""
+    """Base of every method config: defaults are the official ones; deviations go in the docstring.
+
+    `checkpoint_fields` names the fields that hold a checkpoint directory: a sweep cell's identity hashes
+    that directory's contents, so retraining into the same folder makes new cells (`harness.sweep`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    checkpoint_fields: ClassVar[tuple[str, ...]] = ()
 
 
 class InputTooLong(Exception):

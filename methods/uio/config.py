@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from methods.base import MethodConfig
 
@@ -42,6 +43,14 @@ class UIOConfig(MethodConfig):
     over_context: Literal["error", "keep_recent"] = "error"
     encode_batch: int = 8
     checkpoint: str | None = None
+    checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, checkpoint: str | None) -> str | None:
+        if checkpoint is not None and not Path(checkpoint).is_dir():
+            raise ValueError(f"UIO checkpoint '{checkpoint}' does not exist")
+        return checkpoint
 
     @model_validator(mode="after")
     def _check(self) -> UIOConfig:

@@ -1,6 +1,8 @@
-"""Sweep specs: validation with one-line errors, cell expansion, stable cell identity."""
+"""Sweep specs: validation with one-line errors, cell expansion, stable cell identity (checkpoints by contents)."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -46,6 +48,8 @@ def test_expansion_order_labels_and_identity(tmp_path):
         ("methods: [{name: full}]\ntasks: [{name: passkey}]", "task 'passkey' needs lengths"),
         ("methods: [{name: full}]\ntasks: [{name: passkey, lengths: [10]}]\nmodle: x", "unknown option 'modle'"),
         ("methods: [{name: full}\n", "not valid YAML"),
+        ("methods: [{name: uio, options: {checkpoint: absent/ckpt}}]\ntasks: [{name: passkey, lengths: [10]}]",
+         "method 'uio': checkpoint: UIO checkpoint 'absent/ckpt' does not exist"),
         ("- just a list", "must be a mapping"),
     ],
 )  # fmt: skip
@@ -58,3 +62,28 @@ def test_user_errors_are_one_line(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_sweep(tmp_path / "absent.yaml")
+
+
+def uio_cell(tmp_path, checkpoint):
+    methods = f"methods: [{{name: uio, options: {{checkpoint: '{checkpoint}'}}}}]\n"
+    (cell,) = expand(load_sweep(write(tmp_path, methods + "tasks: [{name: passkey, lengths: [300]}]")))
+    return cell
+
+
+def test_checkpoint_contents_not_path_decide_the_cell(tmp_path):
+    """Retraining into the same folder makes a new cell; a moved checkpoint resumes the old one."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "encoder_adapter.safetensors").write_bytes(b"weights after 10 steps")
+    (folder / "adapters.json").write_text("{}")
+    first = uio_cell(tmp_path, folder)
+    recorded = first.identity["method_config"]["checkpoint"]
+    assert recorded["path"] == str(folder) and len(recorded["sha256"]) == 64
+    (folder / "trainer_state.pt").write_bytes(b"optimizer state")  # not what the method loads
+    assert uio_cell(tmp_path, folder).cell_id == first.cell_id
+    (folder / "encoder_adapter.safetensors").write_bytes(b"weights after 20 steps")
+    retrained = uio_cell(tmp_path, folder)
+    assert retrained.cell_id != first.cell_id
+    moved = uio_cell(tmp_path, shutil.move(folder, tmp_path / "moved"))
+    assert moved.cell_id == retrained.cell_id
+    assert moved.identity["method_config"]["checkpoint"]["path"] == str(tmp_path / "moved")  # kept for provenance
