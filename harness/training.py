@@ -179,10 +179,9 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
     return previous
 
 
-def build_trainable(spec: TrainSpec, loaded=None):
-    """The method of `spec` on its base model, with its train config set."""
+def build_trainable(spec: TrainSpec, config, train_config, loaded=None):
+    """The method of `spec` with `config` on its base model, with `train_config` set (both from `method_configs`)."""
     cls = trainable_class(spec.method)
-    config, train_config = method_configs(spec)
     model, tokenizer = loaded or load_model(spec.model, spec.dtype, spec.device)
     cls.check_document_length(config, spec.seq_len, model.config.max_position_embeddings)
     method = cls(model, tokenizer, config)
@@ -226,11 +225,11 @@ def train(
     """
     from accelerate import PartialState
 
-    method_configs(spec)
+    config, train_config = method_configs(spec)  # validated before anything is read or loaded
     previous = check_out(spec, resume)
     books = training_books(spec.data, spec.allow_test_data)
     torch.manual_seed(spec.seed)  # adapters draw their initial weights from it
-    method = build_trainable(spec, loaded)
+    method = build_trainable(spec, config, train_config, loaded)
     parameters = method.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.steps, spec.warmup))
