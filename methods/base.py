@@ -69,6 +69,10 @@ class LongContextModel(ABC):
     def state_bytes(self) -> int:
         """Bytes of KV cache / memory held right now for the current document."""
 
+    def host_state_bytes(self) -> int:
+        """Bytes of the document's state kept in host memory off the compute device (InfLLM's offloaded blocks)."""
+        return 0
+
     def beyond_trained_window(self, length: int) -> bool:
         """True when a `length`-token input puts positions past the base model's trained window.
 

@@ -1,0 +1,276 @@
+"""InfLLM: attention sinks + a local window + the top-k most relevant blocks of the distant past (Xiao et al., 2024).
+
+Paper: https://arxiv.org/abs/2402.04617; official code thunlp/InfLLM (`inf_llm/attention/context_manager.py`,
+`dot_production_attention/torch_impl.py`, `utils/greedy_search.py`). Training-free: the frozen model
+attends, per layer, over its own context memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import model_validator
+
+from methods.attention import rotate
+from methods.base import MethodConfig, register_method
+from methods.baselines.infllm_blocks import BlockStore, representative_key
+from methods.decoder import DecoderMethod
+from methods.kv_buffer import KVBuffer
+
+
+class InfLLMConfig(MethodConfig):
+    """Defaults: the official Mistral-7B / Llama-3-8B configs (`config/*-inf-llm.yaml`).
+
+    Per layer, each query attends in one softmax to: its local window (the `n_local` tokens up to and
+    including itself, at their true relative positions), the `n_init` first tokens of the document,
+    the `topk` memory blocks (of `block_size` tokens) retrieved for its execution block of
+    `exc_block_size` queries, and the tokens older than its window not yet packed into a block. Keys
+    are cached before RoPE; every non-local key is seen at relative position `n_local - 1`. A block is
+    retrieved by its representative key: per head, the mean of the `repr_topk` keys that received the
+    most attention from the queries that had them in their local window. Prefill feeds all but the
+    last prompt token in chunks of `chunk_size`, then the last one alone; decoding retrieves per token.
+    With `offload` (`auto`: on CUDA), blocks live in host memory and at most `max_cached_block` of
+    them per layer on the device, least recently retrieved evicted first.
+
+    Deviations from the official code:
+    - RoPE is the model's own rotary table, with its `rope_scaling`; the official `RotaryEmbeddingESM`
+      rebuilds one from a `base` in the YAML file and ignores the model's scaling.
+    - Each key is seen once by each query. The official torch path offsets the non-local mask by the
+      whole chunk's length instead of the execution block's position, so in prefill the first queries
+      of an execution block also see, at distance `n_local - 1`, up to `exc_block_size - 1` keys
+      already in their local window (counted twice); decoding (one query per step) is unaffected.
+    - The softmax runs in float32 (the official torch path: in the model's dtype); the Triton kernel
+      (`fattn`), the second CUDA stream, faiss and the `lru-s` cache strategy are not implemented
+      (the official defaults are the torch path and `lru`).
+    - One document at a time, as the official code in practice (no batch inference, issue #34).
+    """
+
+    block_size: int = 128
+    n_init: int = 128
+    n_local: int = 4096
+    topk: int = 16
+    repr_topk: int = 4
+    max_cached_block: int = 32
+    exc_block_size: int = 512
+    chunk_size: int = 8192
+    offload: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> InfLLMConfig:
+        sizes = ("block_size", "n_local", "topk", "repr_topk", "max_cached_block", "exc_block_size", "chunk_size")
+        if self.n_init < 0 or any(getattr(self, name) < 1 for name in sizes):
+            raise ValueError(f"need n_init >= 0 and {', '.join(sizes)} >= 1")
+        if self.exc_block_size > self.n_local:
+            raise ValueError("exc_block_size must be <= n_local (an execution block must fit the local window)")
+        if self.repr_topk > self.block_size:
+            raise ValueError("repr_topk must be <= block_size")
+        if self.topk > self.max_cached_block:
+            raise ValueError("topk must be <= max_cached_block (the retrieved blocks must fit the device cache)")
+        return self
+
+
+@dataclass(frozen=True)
+class ExecBlock:
+    """One execution block of queries, `[start, stop)` in document positions, and the bookkeeping after it.
+
+    Which tokens are local, initial, remainder or in blocks depends on positions only, so it is planned
+    once per chunk and shared by all layers.
+    """
+
+    start: int
+    stop: int
+    local_from: int  # first key of the local slice
+    remainder: tuple[int, int]  # tokens older than the window, not yet in a block: `[from, to)`
+    mask: torch.Tensor  # [queries, local keys + retrieved + initial + remainder keys]
+    to_init: tuple[int, int]  # tokens moved to the initial tokens after the block
+    to_blocks: tuple[int, int]  # tokens packed into new memory blocks after the block
+
+
+class LayerMemory:
+    """One layer's context memory, keys before RoPE."""
+
+    def __init__(self, blocks: BlockStore) -> None:
+        # tokens neither initial nor in a block (the window and the remainder), from position `origin`
+        self.recent = KVBuffer()
+        self.scores: torch.Tensor | None = None  # [1, H, len(recent)] local attention each recent key received
+        self.origin = 0
+        self.init: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.blocks = blocks
+
+    def recent_slice(self, span: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of recent tokens at positions `[from, to)`."""
+        window = slice(span[0] - self.origin, span[1] - self.origin)
+        return self.recent.k[:, :, window], self.recent.v[:, :, window]
+
+    def nbytes(self) -> int:
+        """Bytes on the compute device."""
+        scores = 0 if self.scores is None else self.scores.numel() * self.scores.element_size()
+        init = 0 if self.init is None else 2 * self.init[0].numel() * self.init[0].element_size()
+        return self.recent.nbytes() + scores + init + self.blocks.device_bytes()
+
+
+def grouped_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """`[1, H, T, d]` queries x `[1, Hkv, S, d]` keys -> `[1, H, T, S]`, query heads grouped over KV heads (GQA)."""
+    grouped = q.unflatten(1, (k.shape[1], -1))
+    return (grouped @ k[:, :, None].transpose(-1, -2)).flatten(1, 2)
+
+
+def grouped_mix(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`[1, H, T, S]` weights x `[1, Hkv, S, d]` values -> `[1, H, T, d]`."""
+    return (p.unflatten(1, (v.shape[1], -1)) @ v[:, :, None]).flatten(1, 2)
+
+
+class ContextMemory:
+    """InfLLM's per-layer attention for one document."""
+
+    def __init__(self, backbone, config: InfLLMConfig, offload: bool) -> None:
+        self.backbone, self.config = backbone, config
+        device = backbone.device
+        self.layers = [
+            LayerMemory(BlockStore(device, config.block_size, offload, config.max_cached_block))
+            for _ in backbone.layers
+        ]
+        # A local slice is rotated in its own frame (keys at 0..len-1), as the official code does;
+        # only relative positions matter, and they stay below n_local.
+        self.local_rope = backbone.rope(torch.arange(config.n_local + config.exc_block_size))
+        self.global_rope = backbone.rope(torch.tensor([config.n_local - 1]))
+        self.length = 0  # positions attended by every layer
+        self.start = 0  # first position still in the remainder
+        self.init_length = 0
+        self.block_count = 0
+        self._planned_for: torch.Tensor | None = None
+
+    def _plan(self, positions: torch.Tensor) -> None:
+        """Execution blocks of a chunk of `len(positions)` new tokens and their masks, for all layers."""
+        cfg, device = self.config, self.backbone.device
+        first, total = self.length, positions.numel()
+        self.plan = []
+        for offset in range(0, total, cfg.exc_block_size):
+            start, stop = first + offset, first + min(offset + cfg.exc_block_size, total)
+            local_from = max(0, start - cfg.n_local + 1)
+            remainder = (self.start, max(self.start, stop - cfg.n_local))
+            queries = torch.arange(start, stop)[:, None]
+            distance = queries - torch.arange(local_from, stop)[None]
+            local = (distance >= 0) & (distance < cfg.n_local)
+            old = queries - torch.arange(*remainder)[None] >= cfg.n_local
+            retrieved = min(self.block_count, cfg.topk) * cfg.block_size + self.init_length
+            mask = torch.cat([local, torch.ones(stop - start, retrieved, dtype=torch.bool), old], dim=1).to(device)
+            # After the block, as the official `append_global`: the initial tokens fill first, then
+            # every full block of tokens older than the window is packed.
+            pending = stop - self.start
+            take = min(cfg.n_init - self.init_length, pending - cfg.n_local) if pending > cfg.n_local else 0
+            to_init = (self.start, self.start + max(take, 0))
+            self.start, self.init_length = to_init[1], self.init_length + max(take, 0)
+            packed = max(0, (stop - self.start - cfg.n_local) // cfg.block_size)
+            to_blocks = (self.start, self.start + packed * cfg.block_size)
+            self.start, self.block_count = to_blocks[1], self.block_count + packed
+            self.plan.append(ExecBlock(start, stop, local_from, remainder, mask, to_init, to_blocks))
+        self._planned_for = positions
+
+    def attend(self, layer, q, k, v, positions):
+        """Attend a chunk block by block over local, initial, retrieved and remainder keys; then update memory."""
+        if positions is not self._planned_for:
+            self._plan(positions)
+        memory = self.layers[layer]
+        memory.recent.append(k, v)
+        fresh = q.new_zeros(1, q.shape[1], k.shape[2], dtype=torch.promote_types(q.dtype, torch.float32))
+        memory.scores = fresh if memory.scores is None else torch.cat([memory.scores, fresh], dim=-1)
+        q_global = rotate(q, *self.global_rope)
+        first = self.plan[0].start
+        out = []
+        for block in self.plan:
+            queries = slice(block.start - first, block.stop - first)
+            out.append(self._attend_block(memory, q[:, :, queries], q_global[:, :, queries], block))
+            self._update(memory, block)
+        consumed = self.plan[-1].to_blocks[1] - memory.origin
+        memory.recent.drop(0, consumed)
+        memory.scores = memory.scores[..., consumed:]
+        memory.origin += consumed
+        if layer == len(self.layers) - 1:
+            self.length = self.plan[-1].stop
+        return torch.cat(out, dim=2)
+
+    def _attend_block(self, memory: LayerMemory, q, q_global, block: ExecBlock) -> torch.Tensor:
+        """One softmax over [local logits | retrieved, initial and remainder logits], as the official torch path."""
+        keys, values = memory.recent_slice((block.local_from, block.stop))
+        span = block.stop - block.local_from
+        cos, sin = self.local_rope
+        local = grouped_logits(
+            rotate(q, cos[block.start - block.local_from : span], sin[block.start - block.local_from : span]),
+            rotate(keys, cos[:span], sin[:span]),
+        )
+        far_k, far_v = [], []
+        if memory.blocks.count:
+            chosen = memory.blocks.retrieve(q_global.mean(dim=2).flatten(), self.config.topk)
+            block_k, block_v = memory.blocks.fetch(chosen)
+            far_k.append(block_k)
+            far_v.append(block_v)
+        if memory.init is not None:
+            far_k.append(memory.init[0])
+            far_v.append(memory.init[1])
+        rest_k, rest_v = memory.recent_slice(block.remainder)
+        far_k, far_v = torch.cat([*far_k, rest_k], dim=2), torch.cat([*far_v, rest_v], dim=2)
+        logits = torch.cat([local, grouped_logits(q_global, far_k)], dim=-1) * self.backbone.scale
+        logits = logits.to(memory.scores.dtype).masked_fill(~block.mask, float("-inf"))
+        p = torch.softmax(logits, dim=-1)
+        near, far = p[..., :span], p[..., span:]
+        window = slice(block.local_from - memory.origin, block.stop - memory.origin)
+        memory.scores[..., window] += near.sum(dim=2)
+        return (grouped_mix(near.to(values.dtype), values) + grouped_mix(far.to(far_v.dtype), far_v)).to(q.dtype)
+
+    def _update(self, memory: LayerMemory, block: ExecBlock) -> None:
+        """Move the planned tokens into the initial tokens and into new memory blocks."""
+        if block.to_init[1] > block.to_init[0]:
+            keys, values = memory.recent_slice(block.to_init)
+            if memory.init is not None:
+                keys, values = torch.cat([memory.init[0], keys], dim=2), torch.cat([memory.init[1], values], dim=2)
+            memory.init = (keys.clone(), values.clone())
+        size = self.config.block_size
+        for begin in range(block.to_blocks[0], block.to_blocks[1], size):
+            keys, values = memory.recent_slice((begin, begin + size))
+            scores = memory.scores[..., begin - memory.origin : begin - memory.origin + size]
+            memory.blocks.append(keys, values, representative_key(keys, scores, self.config.repr_topk))
+
+    def nbytes(self) -> int:
+        """Bytes on the compute device over all layers."""
+        return sum(memory.nbytes() for memory in self.layers)
+
+    def host_bytes(self) -> int:
+        """Bytes of offloaded blocks in host memory over all layers."""
+        return sum(memory.blocks.host_bytes() for memory in self.layers)
+
+
+@register_method("infllm")
+class InfLLM(DecoderMethod):
+    """InfLLM: linear-cost, training-free; the past is kept in full but only the retrieved part is attended."""
+
+    description = "InfLLM: sinks + local window + top-k retrieved memory blocks (training-free, linear cost)"
+    sources = "InfLLM, Xiao et al. 2024, https://arxiv.org/abs/2402.04617; https://github.com/thunlp/InfLLM."
+    Config = InfLLMConfig
+
+    def _chunks(self, input_ids: torch.Tensor):
+        """As the official greedy search: all but the last token in chunks of `chunk_size`, then the last alone."""
+        body, size = input_ids.numel() - 1, self.config.chunk_size
+        for begin in range(0, body, size):
+            yield begin, input_ids[begin : min(body, begin + size)]
+        if body >= 0:
+            yield body, input_ids[body:]
+
+    def beyond_trained_window(self, length: int) -> bool:
+        """Relative positions stay below `n_local` whatever the input length."""
+        return min(length, self.config.n_local) > self.model.config.max_position_embeddings
+
+    def new_attention(self) -> ContextMemory:
+        """An empty context memory."""
+        offload = self.config.offload == "on" or (self.config.offload == "auto" and self.backbone.device.type == "cuda")
+        return ContextMemory(self.backbone, self.config, offload)
+
+    def attention_bytes(self) -> int:
+        """Bytes of the context memory on the compute device (with offload: without the host blocks)."""
+        return self.attention.nbytes()
+
+    def host_state_bytes(self) -> int:
+        """Bytes of memory blocks offloaded to host memory."""
+        return self.attention.host_bytes()
