@@ -71,6 +71,24 @@ class InfLLMConfig(MethodConfig):
         return self
 
 
+# Queries per attention step inside an execution block. Each step attends over the local keys its own
+# queries can see (n_local + 127, where the official torch path takes n_local + 512 for the whole block),
+# and its logits stay small (2 MB per head at n_local 4096), so steps reuse memory instead of mapping more.
+QUERY_ROWS = 128
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """Queries `[start, stop)` of an execution block attended together, and the keys each cannot see (None: none)."""
+
+    start: int
+    stop: int
+    local_from: int  # their local keys are `[local_from, stop)`
+    local_hidden: torch.Tensor | None  # [rows, local keys]
+    remainder_to: int  # remainder keys some of these queries see: `[remainder[0], remainder_to)`
+    remainder_hidden: torch.Tensor | None  # [rows, those remainder keys]
+
+
 @dataclass(frozen=True)
 class ExecBlock:
     """One execution block of queries, `[start, stop)` in document positions, and the bookkeeping after it.
@@ -81,11 +99,66 @@ class ExecBlock:
 
     start: int
     stop: int
-    local_from: int  # first key of the local slice
-    remainder: tuple[int, int]  # tokens older than the window, not yet in a block: `[from, to)`
-    mask: torch.Tensor  # [queries, local keys + retrieved + initial + remainder keys]
+    local_from: int  # first local key of the block's first query: the frame the block's local keys are rotated in
+    remainder: tuple[int, int]  # tokens older than the last query's window, not yet in a block
+    rows: list[QueryRows]
     to_init: tuple[int, int]  # tokens moved to the initial tokens after the block
     to_blocks: tuple[int, int]  # tokens packed into new memory blocks after the block
+
+
+def plan_rows(start: int, stop: int, n_local: int, remainder: tuple[int, int], device) -> list[QueryRows]:
+    """Split an execution block into `QUERY_ROWS` steps.
+
+    Each query sees keys at distance `[0, n_local)` locally and remainder keys at distance `>= n_local`.
+    """
+    out = []
+    for begin in range(start, stop, QUERY_ROWS):
+        end = min(begin + QUERY_ROWS, stop)
+        queries = torch.arange(begin, end)[:, None]
+        local_from = max(0, begin - n_local + 1)
+        distance = queries - torch.arange(local_from, end)[None]
+        local = (distance >= 0) & (distance < n_local)
+        remainder_to = max(remainder[0], min(remainder[1], end - n_local))
+        old = queries - torch.arange(remainder[0], remainder_to)[None] >= n_local
+        masks = [None if bool(m.all()) else (~m).to(device) for m in (local, old)]
+        out.append(QueryRows(begin, end, local_from, masks[0], remainder_to, masks[1]))
+    return out
+
+
+def two_stage_attention(near, far, far_masked_from: int, queries: int):
+    """Attention of query rows over local keys and over distant keys, in one softmax.
+
+    The stages use different query rotations, so their logits come from two matmuls; the softmax is
+    taken over both in place, without concatenating them. Rows are `[1, Hkv, rep * T, d]` (query
+    heads grouped under their KV head, GQA), queries already scaled.
+
+    Args:
+        near: (queries, keys, values, hidden) of the local stage; hidden `[T, S]` is True where a query
+            cannot see a key, or None.
+        far: the same for retrieved, initial and remainder keys; `hidden` covers the keys from
+            `far_masked_from` on (the remainder), the others are seen by every query.
+        far_masked_from: first far key the mask applies to.
+        queries: `T`.
+
+    Returns:
+        `[1, Hkv, rep * T, d]` outputs and `[1, Hkv, rep, S]` the attention each local key received,
+        summed over the queries.
+    """
+    logits = []
+    for rows, keys, _, hidden in (near, far):
+        stage = rows @ keys.transpose(-1, -2)
+        if hidden is not None:
+            masked = stage[..., far_masked_from:] if logits else stage
+            masked.unflatten(2, (-1, queries)).masked_fill_(hidden, float("-inf"))
+        logits.append(stage)
+    peak = torch.stack([stage.amax(-1) for stage in logits if stage.shape[-1]]).amax(0)[..., None]
+    for stage in logits:
+        stage.sub_(peak).exp_()
+    total = logits[0].sum(-1, keepdim=True) + logits[1].sum(-1, keepdim=True)
+    out = (logits[0] @ near[2] + logits[1] @ far[2]) / total
+    weights = total.reciprocal().unflatten(2, (-1, queries)).transpose(-1, -2)  # [1, Hkv, rep, 1, T]
+    received = (weights @ logits[0].unflatten(2, (-1, queries))).squeeze(-2)
+    return out, received
 
 
 class LayerMemory:
@@ -111,17 +184,6 @@ class LayerMemory:
         return self.recent.nbytes() + scores + init + self.blocks.device_bytes()
 
 
-def grouped_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """`[1, H, T, d]` queries x `[1, Hkv, S, d]` keys -> `[1, H, T, S]`, query heads grouped over KV heads (GQA)."""
-    grouped = q.unflatten(1, (k.shape[1], -1))
-    return (grouped @ k[:, :, None].transpose(-1, -2)).flatten(1, 2)
-
-
-def grouped_mix(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`[1, H, T, S]` weights x `[1, Hkv, S, d]` values -> `[1, H, T, d]`."""
-    return (p.unflatten(1, (v.shape[1], -1)) @ v[:, :, None]).flatten(1, 2)
-
-
 class ContextMemory:
     """InfLLM's per-layer attention for one document."""
 
@@ -144,29 +206,24 @@ class ContextMemory:
 
     def _plan(self, positions: torch.Tensor) -> None:
         """Execution blocks of a chunk of `len(positions)` new tokens and their masks, for all layers."""
-        cfg, device = self.config, self.backbone.device
+        cfg = self.config
         first, total = self.length, positions.numel()
         self.plan = []
         for offset in range(0, total, cfg.exc_block_size):
             start, stop = first + offset, first + min(offset + cfg.exc_block_size, total)
-            local_from = max(0, start - cfg.n_local + 1)
             remainder = (self.start, max(self.start, stop - cfg.n_local))
-            queries = torch.arange(start, stop)[:, None]
-            distance = queries - torch.arange(local_from, stop)[None]
-            local = (distance >= 0) & (distance < cfg.n_local)
-            old = queries - torch.arange(*remainder)[None] >= cfg.n_local
-            retrieved = min(self.block_count, cfg.topk) * cfg.block_size + self.init_length
-            mask = torch.cat([local, torch.ones(stop - start, retrieved, dtype=torch.bool), old], dim=1).to(device)
+            rows = plan_rows(start, stop, cfg.n_local, remainder, self.backbone.device)
             # After the block, as the official `append_global`: the initial tokens fill first, then
             # every full block of tokens older than the window is packed.
             pending = stop - self.start
-            take = min(cfg.n_init - self.init_length, pending - cfg.n_local) if pending > cfg.n_local else 0
-            to_init = (self.start, self.start + max(take, 0))
-            self.start, self.init_length = to_init[1], self.init_length + max(take, 0)
+            take = max(0, min(cfg.n_init - self.init_length, pending - cfg.n_local))
+            to_init = (self.start, self.start + take)
+            self.start, self.init_length = to_init[1], self.init_length + take
             packed = max(0, (stop - self.start - cfg.n_local) // cfg.block_size)
             to_blocks = (self.start, self.start + packed * cfg.block_size)
             self.start, self.block_count = to_blocks[1], self.block_count + packed
-            self.plan.append(ExecBlock(start, stop, local_from, remainder, mask, to_init, to_blocks))
+            local_from = max(0, start - cfg.n_local + 1)
+            self.plan.append(ExecBlock(start, stop, local_from, remainder, rows, to_init, to_blocks))
         self._planned_for = positions
 
     def attend(self, layer, q, k, v, positions):
@@ -190,17 +247,18 @@ class ContextMemory:
         memory.origin += consumed
         if layer == len(self.layers) - 1:
             self.length = self.plan[-1].stop
-        return torch.cat(out, dim=2)
+        return torch.cat(out, dim=2).to(q.dtype)
 
     def _attend_block(self, memory: LayerMemory, q, q_global, block: ExecBlock) -> torch.Tensor:
-        """One softmax over [local logits | retrieved, initial and remainder logits], as the official torch path."""
-        keys, values = memory.recent_slice((block.local_from, block.stop))
+        """Retrieve blocks for the execution block, then attend it `QUERY_ROWS` queries at a time."""
+        wide = memory.scores.dtype  # attention in float32 at least
+        kv_heads = memory.recent.k.shape[1]
         span = block.stop - block.local_from
         cos, sin = self.local_rope
-        local = grouped_logits(
-            rotate(q, cos[block.start - block.local_from : span], sin[block.start - block.local_from : span]),
-            rotate(keys, cos[:span], sin[:span]),
-        )
+        keys, values = memory.recent_slice((block.local_from, block.stop))
+        keys, values = rotate(keys, cos[:span], sin[:span]).to(wide), values.to(wide)
+        at = slice(block.start - block.local_from, span)
+        near_q = rotate(q, cos[at], sin[at])
         far_k, far_v = [], []
         if memory.blocks.count:
             chosen = memory.blocks.retrieve(q_global.mean(dim=2).flatten(), self.config.topk)
@@ -211,14 +269,38 @@ class ContextMemory:
             far_k.append(memory.init[0])
             far_v.append(memory.init[1])
         rest_k, rest_v = memory.recent_slice(block.remainder)
-        far_k, far_v = torch.cat([*far_k, rest_k], dim=2), torch.cat([*far_v, rest_v], dim=2)
-        logits = torch.cat([local, grouped_logits(q_global, far_k)], dim=-1) * self.backbone.scale
-        logits = logits.to(memory.scores.dtype).masked_fill(~block.mask, float("-inf"))
-        p = torch.softmax(logits, dim=-1)
-        near, far = p[..., :span], p[..., span:]
-        window = slice(block.local_from - memory.origin, block.stop - memory.origin)
-        memory.scores[..., window] += near.sum(dim=2)
-        return (grouped_mix(near.to(values.dtype), values) + grouped_mix(far.to(far_v.dtype), far_v)).to(q.dtype)
+        far_k, far_v = torch.cat([*far_k, rest_k], dim=2).to(wide), torch.cat([*far_v, rest_v], dim=2).to(wide)
+        seen_by_all = far_k.shape[2] - rest_k.shape[2]
+        out = []
+        for rows in block.rows:
+            r = slice(rows.start - block.start, rows.stop - block.start)
+            n = rows.stop - rows.start
+            local = slice(rows.local_from - block.local_from, rows.stop - block.local_from)
+            far = seen_by_all + rows.remainder_to - block.remainder[0]
+            attended, received = two_stage_attention(
+                (
+                    self._grouped(near_q[:, :, r], kv_heads, wide),
+                    keys[:, :, local],
+                    values[:, :, local],
+                    rows.local_hidden,
+                ),
+                (
+                    self._grouped(q_global[:, :, r], kv_heads, wide),
+                    far_k[:, :, :far],
+                    far_v[:, :, :far],
+                    rows.remainder_hidden,
+                ),
+                seen_by_all,
+                n,
+            )
+            out.append(attended.unflatten(2, (-1, n)).flatten(1, 2))
+            window = slice(rows.local_from - memory.origin, rows.stop - memory.origin)
+            memory.scores[..., window] += received.flatten(1, 2)
+        return torch.cat(out, dim=2) if len(out) > 1 else out[0]
+
+    def _grouped(self, x: torch.Tensor, kv_heads: int, dtype: torch.dtype) -> torch.Tensor:
+        """`[1, H, T, d]` -> `[1, Hkv, rep * T, d]` rows in `dtype`, scaled for the softmax."""
+        return (x.to(dtype) * self.backbone.scale).unflatten(1, (kv_heads, -1)).flatten(2, 3)
 
     def _update(self, memory: LayerMemory, block: ExecBlock) -> None:
         """Move the planned tokens into the initial tokens and into new memory blocks."""

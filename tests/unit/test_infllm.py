@@ -70,16 +70,25 @@ def tiny_gqa_f64(tiny_llama_gqa):
     return copy.deepcopy(model).double(), tokenizer
 
 
-@pytest.mark.parametrize("chunk_size", [20, 7, 150])
-def test_all_blocks_retrieved_equals_clamped_reference(chunk_size, tiny_gqa_f64):
+# execution blocks over QUERY_ROWS queries are attended in steps; 150 tokens cover the small config
+WIDE = dict(n_local=200, n_init=8, block_size=16, repr_topk=2, exc_block_size=160, chunk_size=300)
+
+
+@pytest.mark.parametrize(
+    ("options", "length"),
+    [({**SMALL, "chunk_size": 20}, 150), ({**SMALL, "chunk_size": 7}, 150), ({**SMALL, "chunk_size": 150}, 150),
+     (WIDE, 560)],
+)  # fmt: skip
+def test_all_blocks_retrieved_equals_clamped_reference(options, length, tiny_gqa_f64):
     """topk >= number of blocks: every past token is attended once, at min(true distance, n_local - 1)."""
-    ids = ids_of(150)
-    method = infllm(tiny_gqa_f64, **{**SMALL, "chunk_size": chunk_size, "topk": 64, "max_cached_block": 64})
+    ids = ids_of(length)
+    method = infllm(tiny_gqa_f64, **options, topk=64, max_cached_block=64)
     got = method.score(ids)
-    assert method.attention.block_count > 20  # blocks, initial tokens and remainder all in play
-    assert method.attention.init_length == 4
+    assert method.attention.block_count > 15  # blocks, initial tokens and remainder all in play
+    assert method.attention.init_length == options["n_init"]
+    reference = reference_logprobs(tiny_gqa_f64, ids, n_local=options["n_local"])
     # float64 model; score() returns float32 log-probs, so agreement is to float32 rounding
-    torch.testing.assert_close(got, reference_logprobs(tiny_gqa_f64, ids, n_local=16).float(), rtol=0, atol=5e-6)
+    torch.testing.assert_close(got, reference.float(), rtol=0, atol=5e-6)
 
 
 def test_window_over_the_input_equals_full_attention(tiny_gqa_f64):
