@@ -5,7 +5,7 @@ numbers are exact for our implementation, machine-independent, and available for
 not fit here (a 7B-shaped Llama at 100K tokens). Wall time is measured separately (cost_cpu.yaml).
 
   python benchmarks/flops.py --shape smollm2-135m --lengths 4096,8192,16384,32768,65536
-  python benchmarks/flops.py --shape llama2-7b --lengths 4096,8192,32768,65536,99328 --uio paper
+  python benchmarks/flops.py --shape llama2-7b --lengths 4096,8192,32768,65536,99328 --uio paper --infllm official
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from harness.models import byte_tokenizer, load_model
 from methods.base import METHODS
+from methods.baselines.infllm import InfLLMConfig
 from methods.uio.config import UIOConfig
 
 SHAPES = {
@@ -58,11 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shape", default="smollm2-135m", help=f"model alias or one of {', '.join(SHAPES)}")
     parser.add_argument("--lengths", default="4096,8192,16384,32768,65536", help="comma-separated token counts")
     parser.add_argument("--uio", choices=["small", "paper"], default="small", help="UIO preset (small: 512/16)")
+    parser.add_argument(
+        "--infllm", choices=["small", "official"], default="small",
+        help="InfLLM preset (small: n_local 2048, topk 8, for an 8K model; official: 4096, 16)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     model, tokenizer = meta_model(args.shape)
     uio = UIOConfig.small() if args.uio == "small" else UIOConfig()
-    methods = {"full": METHODS.get("full").Config(), "uio": uio}
+    infllm = InfLLMConfig(n_local=2048, topk=8) if args.infllm == "small" else InfLLMConfig()
+    methods = {"full": METHODS.get("full").Config(), "uio": uio, "infllm": infllm}
     writer = csv.writer(sys.stdout)
     writer.writerow(["shape", "method", "length", "prefill_flops", "ratio_to_first"])
     for name, config in methods.items():
