@@ -157,6 +157,9 @@ def test_full_rejects_rope_scaling_without_factor():
         ("uio", {"segment": 8, "memory_tokens": 2}, 100_000, False),
         ("uio", {"segment": 8, "memory_tokens": 2, "window": 8192}, 100_000, True),
         ("uio", {"segment": 8, "memory_tokens": 2, "window": 8192}, 100, False),
+        ("infllm", {}, 100_000, False),  # distances stop at n_local - 1 = 4095
+        ("infllm", {"n_local": 8192}, 5000, True),
+        ("infllm", {"n_local": 8192}, 4000, False),
     ],
 )
 def test_beyond_trained_window_follows_the_positions_each_method_uses(name, options, length, beyond, tiny_llama):
