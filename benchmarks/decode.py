@@ -8,6 +8,7 @@ transformers' time over the method's time, so >= 1 means the method is at least 
 
   python benchmarks/decode.py --lengths 2048,8192,16384
   python benchmarks/decode.py --lengths 16384 --methods streaming --profile reports_out/profile
+  python benchmarks/decode.py --lengths 8192,32768 --methods infllm,full --no-transformers
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from harness.models import load_model
 from methods.base import METHODS
+from methods.baselines.infllm import InfLLMConfig
 from methods.uio.config import UIOConfig
 from tasks.data import data_dir, read_book
 
@@ -85,9 +87,10 @@ def profile_decode(method, ids: torch.Tensor, out: Path) -> None:
     print(f"profile: {path}", file=sys.stderr)
 
 
-def build_methods(model, tokenizer, names: list[str]) -> dict:
-    """Each method with its defaults; UIO with the small preset (untrained: cost is the same)."""
-    configs = {"uio": UIOConfig.small()}
+def build_methods(model, tokenizer, names: list[str], infllm: str) -> dict:
+    """Each method with its defaults; UIO with the small preset (untrained: cost is the same), InfLLM with `infllm`."""
+    infllm_config = InfLLMConfig.small() if infllm == "small" else InfLLMConfig()
+    configs = {"uio": UIOConfig.small(), "infllm": infllm_config}
     return {name: METHODS.get(name)(model, tokenizer, configs.get(name, METHODS.get(name).Config())) for name in names}
 
 
@@ -102,11 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="folder holding books/ (default: lch's data dir)")
     parser.add_argument("--no-transformers", action="store_true", help="skip the reference loop (own-scaling runs)")
     parser.add_argument("--profile", type=Path, default=None, help="write decode profiles here instead of timing")
+    parser.add_argument(
+        "--infllm", choices=["small", "official"], default="small",
+        help="InfLLM preset (small: n_local 2048, topk 8, for an 8K model; official: 4096, 16)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model, tokenizer = load_model(args.model)
     lengths = [int(x) for x in args.lengths.split(",")]
-    methods = build_methods(model, tokenizer, args.methods.split(","))
+    methods = build_methods(model, tokenizer, args.methods.split(","), args.infllm)
     if args.profile:
         for length in lengths:
             for method in methods.values():

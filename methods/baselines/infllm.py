@@ -57,6 +57,14 @@ class InfLLMConfig(MethodConfig):
     chunk_size: int = 8192
     offload: Literal["auto", "on", "off"] = "auto"
 
+    @classmethod
+    def small(cls) -> InfLLMConfig:
+        """Options for an 8K-context model (the embedded SmolLM2): a 2K window, 8 retrieved blocks.
+
+        The official Vicuna/MiniCPM configs shrink the window the same way (2048) for 4K-context models.
+        """
+        return cls(n_local=2048, topk=8)
+
     @model_validator(mode="after")
     def _check(self) -> InfLLMConfig:
         sizes = ("block_size", "n_local", "topk", "repr_topk", "max_cached_block", "exc_block_size", "chunk_size")
