@@ -87,14 +87,14 @@ QUERY_ROWS = 128
 
 @dataclass(frozen=True)
 class QueryRows:
-    """Queries `[start, stop)` of an execution block attended together, and the keys each cannot see (None: none)."""
+    """Queries `[start, stop)` of an execution block attended together, and the keys each cannot see."""
 
     start: int
     stop: int
     local_from: int  # their local keys are `[local_from, stop)`
-    local_hidden: torch.Tensor | None  # [rows, local keys]
+    local_hidden: list[tuple[int, torch.Tensor]]  # hidden local keys, as `hidden_runs`
     remainder_to: int  # remainder keys some of these queries see: `[remainder[0], remainder_to)`
-    remainder_hidden: torch.Tensor | None  # [rows, those remainder keys]
+    remainder_hidden: list[tuple[int, torch.Tensor]]  # hidden remainder keys
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,22 @@ def plan_rows(start: int, stop: int, n_local: int, remainder: tuple[int, int], d
         local = (distance >= 0) & (distance < n_local)
         remainder_to = max(remainder[0], min(remainder[1], end - n_local))
         old = queries - torch.arange(remainder[0], remainder_to)[None] >= n_local
-        masks = [None if bool(m.all()) else (~m).to(device) for m in (local, old)]
-        out.append(QueryRows(begin, end, local_from, masks[0], remainder_to, masks[1]))
+        out.append(
+            QueryRows(begin, end, local_from, hidden_runs(~local, device), remainder_to, hidden_runs(~old, device))
+        )
     return out
+
+
+def hidden_runs(hidden: torch.Tensor, device: torch.device) -> list[tuple[int, torch.Tensor]]:
+    """`(first key, mask)` of each run of keys that some query cannot see (`hidden`: `[rows, keys]`).
+
+    A window band hides keys only at its two ends; masking just those runs skips its middle.
+    """
+    edges = torch.diff(
+        hidden.any(0).int(), prepend=torch.zeros(1, dtype=torch.int), append=torch.zeros(1, dtype=torch.int)
+    )
+    starts, stops = (edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()
+    return [(a, hidden[:, a:b].to(device)) for a, b in zip(starts, stops, strict=True)]
 
 
 def two_stage_attention(near, far, far_masked_from: int, queries: int):
@@ -141,9 +154,8 @@ def two_stage_attention(near, far, far_masked_from: int, queries: int):
     heads grouped under their KV head, GQA), queries already scaled.
 
     Args:
-        near: (queries, keys, values, hidden) of the local stage; hidden `[T, S]` is True where a query
-            cannot see a key, or None.
-        far: the same for retrieved, initial and remainder keys; `hidden` covers the keys from
+        near: (queries, keys, values, hidden) of the local stage; hidden: `hidden_runs` of the keys.
+        far: the same for retrieved, initial and remainder keys; `hidden` counts keys from
             `far_masked_from` on (the remainder), the others are seen by every query.
         far_masked_from: first far key the mask applies to.
         queries: `T`.
@@ -155,9 +167,10 @@ def two_stage_attention(near, far, far_masked_from: int, queries: int):
     logits = []
     for rows, keys, _, hidden in (near, far):
         stage = rows @ keys.transpose(-1, -2)
-        if hidden is not None:
-            masked = stage[..., far_masked_from:] if logits else stage
-            masked.unflatten(2, (-1, queries)).masked_fill_(hidden, float("-inf"))
+        offset = far_masked_from if logits else 0
+        for first, mask in hidden:
+            run = stage[..., offset + first : offset + first + mask.shape[1]]
+            run.unflatten(2, (-1, queries)).masked_fill_(mask, float("-inf"))
         logits.append(stage)
     peak = torch.stack([stage.amax(-1) for stage in logits if stage.shape[-1]]).amax(0)[..., None]
     for stage in logits:
