@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     model, tokenizer = meta_model(args.shape)
     uio = UIOConfig.small() if args.uio == "small" else UIOConfig()
-    infllm = InfLLMConfig(n_local=2048, topk=8) if args.infllm == "small" else InfLLMConfig()
+    infllm = InfLLMConfig.small() if args.infllm == "small" else InfLLMConfig()
     methods = {"full": METHODS.get("full").Config(), "uio": uio, "infllm": infllm}
     writer = csv.writer(sys.stdout)
     writer.writerow(["shape", "method", "length", "prefill_flops", "ratio_to_first"])
