@@ -10,6 +10,12 @@ from methods.backbone import Attention, Backbone
 from methods.base import InputTooLong, LongContextModel, greedy_decode
 
 
+def spans(input_ids: torch.Tensor, start: int, stop: int, size: int):
+    """`(offset, ids)` for consecutive pieces of at most `size` ids covering `input_ids[start:stop]`."""
+    for begin in range(start, stop, size):
+        yield begin, input_ids[begin : min(stop, begin + size)]
+
+
 class DecoderMethod(LongContextModel):
     """Streams a document through the backbone in chunks of `config.chunk_size` tokens.
 
@@ -51,9 +57,8 @@ class DecoderMethod(LongContextModel):
         return hidden[0]
 
     def _chunks(self, input_ids: torch.Tensor):
-        size = self.config.chunk_size
-        for start in range(0, input_ids.numel(), size):
-            yield start, input_ids[start : start + size]
+        """`(offset, ids)` pieces the document is fed in; methods with their own schedule override this."""
+        yield from spans(input_ids, 0, input_ids.numel(), self.config.chunk_size)
 
     @torch.no_grad()
     def score(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pydantic import model_validator
 from methods.attention import rotate
 from methods.base import MethodConfig, register_method
 from methods.baselines.infllm_blocks import BlockStore, representative_key
-from methods.decoder import DecoderMethod
+from methods.decoder import DecoderMethod, spans
 from methods.kv_buffer import KVBuffer
 
 
@@ -190,7 +190,7 @@ class LayerMemory:
         self.recent = KVBuffer()
         self.scores: torch.Tensor | None = None  # [1, H, len(recent)] local attention each recent key received
         self.origin = 0
-        self.init: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.init = KVBuffer()  # the first n_init tokens
         self.blocks = blocks
 
     def recent_slice(self, span: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,8 +201,7 @@ class LayerMemory:
     def nbytes(self) -> int:
         """Bytes on the compute device."""
         scores = 0 if self.scores is None else self.scores.numel() * self.scores.element_size()
-        init = 0 if self.init is None else 2 * self.init[0].numel() * self.init[0].element_size()
-        return self.recent.nbytes() + scores + init + self.blocks.device_bytes()
+        return self.recent.nbytes() + scores + self.init.nbytes() + self.blocks.device_bytes()
 
 
 class ContextMemory:
@@ -286,9 +285,9 @@ class ContextMemory:
             block_k, block_v = memory.blocks.fetch(chosen)
             far_k.append(block_k)
             far_v.append(block_v)
-        if memory.init is not None:
-            far_k.append(memory.init[0])
-            far_v.append(memory.init[1])
+        if memory.init.length:
+            far_k.append(memory.init.k)
+            far_v.append(memory.init.v)
         rest_k, rest_v = memory.recent_slice(block.remainder)
         far_k, far_v = torch.cat([*far_k, rest_k], dim=2).to(wide), torch.cat([*far_v, rest_v], dim=2).to(wide)
         seen_by_all = far_k.shape[2] - rest_k.shape[2]
@@ -326,10 +325,7 @@ class ContextMemory:
     def _update(self, memory: LayerMemory, block: ExecBlock) -> None:
         """Move the planned tokens into the initial tokens and into new memory blocks."""
         if block.to_init[1] > block.to_init[0]:
-            keys, values = memory.recent_slice(block.to_init)
-            if memory.init is not None:
-                keys, values = torch.cat([memory.init[0], keys], dim=2), torch.cat([memory.init[1], values], dim=2)
-            memory.init = (keys.clone(), values.clone())
+            memory.init.append(*memory.recent_slice(block.to_init))
         size = self.config.block_size
         for begin in range(block.to_blocks[0], block.to_blocks[1], size):
             keys, values = memory.recent_slice((begin, begin + size))
@@ -355,9 +351,8 @@ class InfLLM(DecoderMethod):
 
     def _chunks(self, input_ids: torch.Tensor):
         """As the official greedy search: all but the last token in chunks of `chunk_size`, then the last alone."""
-        body, size = input_ids.numel() - 1, self.config.chunk_size
-        for begin in range(0, body, size):
-            yield begin, input_ids[begin : min(body, begin + size)]
+        body = input_ids.numel() - 1
+        yield from spans(input_ids, 0, body, self.config.chunk_size)
         if body >= 0:
             yield body, input_ids[body:]
 

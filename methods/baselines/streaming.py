@@ -12,7 +12,7 @@ from pydantic import model_validator
 
 from methods.attention import causal_attention, rotate, sdpa
 from methods.base import MethodConfig, register_method
-from methods.decoder import DecoderMethod
+from methods.decoder import DecoderMethod, spans
 from methods.kv_buffer import KVBuffer
 
 FILL_CHUNK = 2048  # full attention's default chunk: while the window fills, streaming costs what full costs
@@ -139,10 +139,8 @@ class Streaming(DecoderMethod):
         `FILL_CHUNK` (full attention's default) and costs what full attention costs.
         """
         fill = min(input_ids.numel(), max(0, self.config.n_sink + self.config.window - self.position))
-        for begin in range(0, fill, FILL_CHUNK):
-            yield begin, input_ids[begin : min(fill, begin + FILL_CHUNK)]
-        for begin in range(fill, input_ids.numel(), self.config.chunk_size):
-            yield begin, input_ids[begin : begin + self.config.chunk_size]
+        yield from spans(input_ids, 0, fill, FILL_CHUNK)
+        yield from spans(input_ids, fill, input_ids.numel(), self.config.chunk_size)
 
     def beyond_trained_window(self, length: int) -> bool:
         """Pos-shift keeps positions below `n_sink + window` whatever the input length."""
