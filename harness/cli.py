@@ -6,6 +6,7 @@ lch run examples/quick.yaml                a sweep file
 lch results results/lch.sqlite             mean score per method x task x length
 lch report results/lch.sqlite --out rep    comparison report: markdown, HTML, figures
 lch train uio --data DIR --steps N ...     train a method's adapters (checkpoints, --resume)
+lch export-tokenizer                       a local HF directory of the model, for lm-eval (tokenizer=DIR)
 """
 
 from __future__ import annotations
@@ -200,6 +201,19 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     print(result.to_csv(index=False, float_format="%.4f") if args.csv else result.to_string(index=False))
 
 
+def cmd_export_tokenizer(args) -> None:
+    """Print the directory; with --out, save only the tokenizer there."""
+    from harness.models import export_dir
+
+    directory = export_dir(args.model)
+    if args.out:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(directory).save_pretrained(args.out)
+        directory = Path(args.out)
+    print(directory.resolve())
+
+
 def _command() -> str:
     return " ".join(shlex.quote(a) for a in ["lch", *sys.argv[1:]])
 
@@ -302,6 +316,16 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("--method-opt", action="append", default=[], metavar="K=V", help="method option, repeatable")
     gr.add_argument("--csv", action="store_true", help="CSV instead of a text table")
     gr.set_defaults(fn=cmd_gradients)
+
+    ex = sub.add_parser(
+        "export-tokenizer",
+        help="print a local Hugging Face directory (tokenizer, config, weights) of a model, for lm-eval",
+        description="lm-eval's RULER tasks build their data with a tokenizer found by name or path, and "
+        "`lm_eval --model hf` loads by path: tokenizer=$(lch export-tokenizer), pretrained=$(lch export-tokenizer).",
+    )
+    ex.add_argument("--model", default="smollm2-135m", help="built-in alias or local dir (default smollm2-135m)")
+    ex.add_argument("--out", help="also save the tokenizer alone into this directory and print it instead")
+    ex.set_defaults(fn=cmd_export_tokenizer)
     return top
 
 

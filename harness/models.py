@@ -89,6 +89,28 @@ def load_model(
     return model, tokenizer
 
 
+def export_dir(spec: str = DEFAULT_MODEL) -> Path:
+    """A local Hugging Face directory (config, weights, tokenizer) of `spec`, for tools that load by path.
+
+    lm-eval's `--model hf` and the tokenizer RULER builds its data with (`tokenizer=DIR`) need a path or a
+    hub id; lch's aliases are neither. The embedded model's directory is its conversion cache; a tiny
+    model is saved once next to it; a local directory is itself. Hub ids need no export.
+    """
+    if spec in EMBEDDED:
+        return _embedded_dir(spec)
+    if spec in TINY:
+        target = cache_dir() / "models" / spec
+        if not (target / "config.json").exists():
+            import torch
+
+            model, tokenizer = _tiny(spec, torch.float32)
+            _save_atomically(target, model, tokenizer)
+        return target
+    if Path(spec).is_dir():
+        return Path(spec)
+    raise UserError(f"'{spec}' is a hub id: lm-eval loads it by name (pretrained={spec}); nothing to export")
+
+
 def check_device(device: str) -> None:
     """Raise a `UserError` unless `device` is one of `DEVICES` that this machine has.
 
@@ -175,6 +197,11 @@ def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
     config = type(quantised.config).from_dict(config_dict)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantised.state_dict(), strict=True)
+    _save_atomically(target, model, tokenizer)
+
+
+def _save_atomically(target: Path, model, tokenizer) -> None:
+    """Save a model and tokenizer to `target` so that a killed run leaves no half directory."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
