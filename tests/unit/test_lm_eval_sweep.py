@@ -1,0 +1,73 @@
+"""The `lm-eval` sweep task: lm-eval documents as lch samples, with costs, resume and a report."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from harness.errors import UserError  # noqa: E402
+from harness.runner import run_sweep  # noqa: E402
+from harness.sweep import SweepSpec  # noqa: E402
+
+
+def spec(tmp_path, samples, tasks=("niah_single_1",)) -> SweepSpec:
+    return SweepSpec(
+        model="tiny-random-llama", samples=samples, output=str(tmp_path / "r.sqlite"),
+        methods=[{"name": "full"}, {"name": "streaming", "options": {"window": 256, "n_sink": 4}}],
+        tasks=[
+            {"name": "lm-eval", "lengths": [1024], "options": {"tasks": list(tasks)}},
+            {"name": "passkey", "lengths": [300], "samples": 1},
+        ],
+    )  # fmt: skip
+
+
+def samples(path):
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        return db.execute(
+            "SELECT c.label, c.task, s.* FROM samples s JOIN cells c USING (cell_id) ORDER BY c.label, s.idx"
+        ).fetchall()
+
+
+def test_lm_eval_documents_are_samples_with_costs_and_resume(tmp_path):
+    run_sweep(spec(tmp_path, samples=1), progress=False)
+    run_sweep(spec(tmp_path, samples=2), progress=False)  # extends each cell by one document
+    rows = [row for row in samples(tmp_path / "r.sqlite") if row["task"] == "lm-eval"]
+    assert [(r["label"], r["instance_id"]) for r in rows] == [
+        ("full", "niah_single_1/0"), ("full", "niah_single_1/1"),
+        ("streaming", "niah_single_1/0"), ("streaming", "niah_single_1/1"),
+    ]  # fmt: skip
+    for row in rows:
+        metrics = json.loads(row["metrics"])
+        assert set(metrics) == {"score", "1024"} and row["score"] == metrics["1024"]
+        assert row["prefill_s"] > 0 and row["decode_s"] > 0 and row["decode_tokens"] == 128
+        assert 700 <= row["input_tokens"] <= 1024  # RULER leaves room for the answer
+        assert json.loads(row["metadata"])["headline_metric"] == "1024"
+    # A window of 256 tokens keeps less state than full attention over ~1K tokens.
+    assert rows[2]["state_bytes"] < rows[0]["state_bytes"]
+    # The same document gets the same prompt under both methods, and a rerun stores nothing new.
+    assert rows[0]["input_tokens"] == rows[2]["input_tokens"]
+    run_sweep(spec(tmp_path, samples=2), progress=False)
+    assert len(samples(tmp_path / "r.sqlite")) == 6
+
+
+def test_lm_eval_beside_passkey_in_the_report(tmp_path):
+    from reports.render import write_report
+
+    run_sweep(spec(tmp_path, samples=1), progress=False)
+    out = tmp_path / "report"
+    write_report(tmp_path / "r.sqlite", out)
+    text = (out / "report.md").read_text()
+    assert "lm-eval" in text and "passkey" in text
+
+
+def test_unknown_lm_eval_task_names_close_ones(tmp_path):
+    outcomes = run_sweep(spec(tmp_path, samples=1, tasks=("niah_singel_1",)), progress=False)
+    failed = [o for o in outcomes if o.cell.task == "lm-eval"]
+    assert all(o.status == "failed" for o in failed)
+    assert "unknown lm-eval task 'niah_singel_1'" in failed[0].error and "niah_single_1" in failed[0].error
+    assert UserError.__name__ in failed[0].error
