@@ -45,3 +45,13 @@ def smollm():
     from harness.models import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_llama):
+    """The tiny random Llama and its byte tokenizer as a Hugging Face directory (lm-eval loads by path)."""
+    model, tokenizer = tiny_llama
+    path = tmp_path_factory.mktemp("tiny-hf")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

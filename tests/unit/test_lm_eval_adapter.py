@@ -18,16 +18,6 @@ from harness.lm_eval.adapter import LchLM  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_llama):
-    """The tiny random Llama and its byte tokenizer as a Hugging Face directory both backends load."""
-    model, tokenizer = tiny_llama
-    path = tmp_path_factory.mktemp("tiny-hf")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def ours(tiny_dir):
     return LchLM(model=tiny_dir, method="full")
 

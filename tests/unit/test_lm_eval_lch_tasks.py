@@ -13,15 +13,6 @@ from methods.base import METHODS  # noqa: E402
 from tasks.longbench.build import DATASETS, MAX_NEW_TOKENS  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_llama):
-    model, tokenizer = tiny_llama
-    path = tmp_path_factory.mktemp("tiny-hf")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def load(names, metadata):
     from lm_eval.tasks import TaskManager, get_task_dict
 

@@ -39,7 +39,7 @@ def test_expansion_order_labels_and_identity(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("methods: [{name: nope}]\ntasks: [{name: passkey, lengths: [10]}]", "unknown method 'nope'. Valid: full, .*streaming"),
+        ("methods: [{name: nope}]\ntasks: [{name: passkey, lengths: [10]}]", "'nope'. Valid: full,.*streaming"),
         ("methods: [{name: ful}]\ntasks: [{name: passkey, lengths: [10]}]", "Did you mean 'full'"),
         ("methods: [{name: full}]\ntasks: [{name: pasky, lengths: [10]}]", "unknown task 'pasky'.*passkey"),
         ("methods: [{name: streaming, options: {windw: 3}}]\ntasks: [{name: passkey, lengths: [10]}]",
