@@ -66,6 +66,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in TINY:
         print(f"  {name:<14} tiny random Llama for tests")
     print("  (or any Hugging Face id / local directory)")
+    from harness.lm_eval import TASKS_DIR
+
+    print(f"lm-eval: --model lch; lch's tasks as lm-eval YAML: --include_path {TASKS_DIR}")
 
 
 def _report_outcomes(outcomes, output: str) -> None:
