@@ -16,9 +16,11 @@ by its length (RULER writes -1 under the other lengths; those placeholders are d
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
+import random
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,7 +134,31 @@ def _load_tasks(names: tuple[str, ...], metadata_json: str) -> dict[str, Any]:
         if name not in manager.all_tasks:
             close = difflib.get_close_matches(name, manager.all_tasks, n=5)
             raise UserError(f"unknown lm-eval task '{name}'. Close names: {', '.join(close) or 'none'}")
-    return dict(_flatten(get_task_dict(list(names), manager)))
+    with _seeded():
+        return dict(_flatten(get_task_dict(list(names), manager)))
+
+
+@contextlib.contextmanager
+def _seeded():
+    """lm-eval's own seeds around task loading: RULER draws its needles from the global RNGs.
+
+    `simple_evaluate` seeds `random` with 0 and numpy and torch with 1234 before loading tasks, so
+    the documents here are the ones `lm_eval` builds, in every process (resume depends on it).
+    The caller's RNG states are restored afterwards.
+    """
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(0)
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
 
 
 def _flatten(task_dict):

@@ -71,3 +71,20 @@ def test_unknown_lm_eval_task_names_close_ones(tmp_path):
     assert all(o.status == "failed" for o in failed)
     assert "unknown lm-eval task 'niah_singel_1'" in failed[0].error and "niah_single_1" in failed[0].error
     assert UserError.__name__ in failed[0].error
+
+
+def test_documents_do_not_depend_on_the_global_random_state(tiny_llama):
+    """RULER draws needles from the global RNGs; a resumed sweep must see the same documents."""
+    import random
+
+    from tasks import lm_eval_task
+    from tasks.lm_eval_task import LmEval
+
+    def targets(seed):
+        lm_eval_task._load_tasks.cache_clear()
+        random.seed(seed)
+        task = LmEval(LmEval.Config(tasks=["niah_single_1"]), tiny_llama[1])
+        return [i.target for i in task.instances(1024, 3, 0)]
+
+    first = targets(1)
+    assert targets(2) == first and len(set(first)) == 3
