@@ -9,6 +9,8 @@ the base model's trained window is drawn with a hollow marker (its `beyond_windo
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -245,11 +247,16 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
         for task, frame in tables["cost"].groupby("task"):
             caption = (f"{task}: cost vs input tokens (log-log, median per length); lines: least-squares power-law "
                        "fit n^k through the medians, for methods measured at 3+ lengths." + beyond)  # fmt: skip
-            out[f"cost_{task}"] = (cost_curves(frame, tables["scaling"][tables["scaling"]["task"] == task], colours),
-                                   caption)  # fmt: skip
+            fits = tables["scaling"][tables["scaling"]["task"] == task]
+            out[f"cost_{_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
     for task, frame in tables.get("tradeoff", pd.DataFrame(columns=["task"])).groupby("task"):
         for cost, (_, _, _, label) in TRADEOFF_COSTS.items():
             caption = (f"{task}: score vs median {label} per cell, one panel per input length; ringed and joined: "
                        "the Pareto front within that length." + beyond)  # fmt: skip
-            out[f"tradeoff_{task}_{cost}"] = (tradeoff(frame, colours, cost), caption)
+            out[f"tradeoff_{_stem(task)}_{cost}"] = (tradeoff(frame, colours, cost), caption)
     return out
+
+
+def _stem(task: str) -> str:
+    """A task's report name as a safe file stem (`lm-eval:a+b` -> `lm-eval_a_b`): it names a PNG and an HTML src."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)

@@ -28,15 +28,26 @@ def _json(text) -> dict:
     return json.loads(text) if isinstance(text, str) and text else {}
 
 
-@functools.cache
-def higher_is_better(task: str) -> bool:
-    """Return the task's declared direction; unknown task names count as higher-better."""
+def _task_class(name: str):
+    """The registered task behind a report name (`name` or `name:detail`), or None when unknown."""
     from tasks.base import TASKS
 
     try:
-        return bool(TASKS.get(task).higher_is_better)
+        return TASKS.get(name.partition(":")[0])
     except (UserError, ImportError):  # a task module whose optional dependency is missing must not stop a report
-        return True
+        return None
+
+
+@functools.cache
+def higher_is_better(task: str) -> bool:
+    """Return the task's declared direction; unknown task names count as higher-better."""
+    cls = _task_class(task)
+    return True if cls is None else bool(cls.higher_is_better)
+
+
+def _report_name(task: str, config: dict) -> str:
+    cls = _task_class(task)
+    return task if cls is None else cls.report_name(config)
 
 
 def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
@@ -56,6 +67,7 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
         raise UserError(f"results store '{path}' has no cells yet (run a sweep into it first)")
     for column in ("method_config", "task_config", "aggregate"):
         cells[column] = cells[column].map(_json)
+    cells["task"] = [_report_name(t, c) for t, c in zip(cells["task"], cells["task_config"], strict=True)]
     cells["label"] = _unique_labels(cells)
     for column in ("metrics", "metadata"):
         samples[column] = samples[column].map(_json)

@@ -77,6 +77,15 @@ class Task(ABC):
         than a failed cell. Raise `UserError`; the default checks nothing.
         """
 
+    @classmethod
+    def report_name(cls, config: dict[str, Any]) -> str:
+        """How reports name cells of this task with this (stored) config: the task name, or `name:detail`.
+
+        A task whose config selects what is measured (lm-eval's task list) adds it, so reports do not
+        pool different benchmarks under one name.
+        """
+        return cls.name
+
     @abstractmethod
     def instances(self, length: int, n: int, seed: int) -> list[Instance]:
         """The first `n` instances of `length` tokens; instance `i` does not depend on `n`."""

@@ -56,6 +56,11 @@ class LmEval(Task):
         super().__init__(config, tokenizer)
         self._tasks: dict[str, Any] = {}
 
+    @classmethod
+    def report_name(cls, config: dict[str, Any]) -> str:
+        """`lm-eval:niah_single_1+niah_multikey_1`: different lm-eval tasks are different benchmarks."""
+        return f"{cls.name}:{'+'.join(config.get('tasks', []))}"
+
     def _load(self, length: int) -> dict[str, Any]:
         metadata = {"max_seq_lengths": [length], "tokenizer": _tokenizer_dir(self.tokenizer), **self.config.metadata}
         tasks = _load_tasks(tuple(self.config.tasks), json.dumps(metadata, sort_keys=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -62,7 +63,9 @@ def test_lm_eval_beside_passkey_in_the_report(tmp_path):
     out = tmp_path / "report"
     write_report(tmp_path / "r.sqlite", out)
     text = (out / "report.md").read_text()
-    assert "lm-eval" in text and "passkey" in text
+    assert "**lm-eval:niah_single_1: score (higher is better)" in text and "**passkey: accuracy" in text
+    assert "cost_lm-eval_niah_single_1.png" in text  # figure files get safe names
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", p.name) for p in out.iterdir())
 
 
 def test_unknown_lm_eval_task_names_close_ones(tmp_path):
