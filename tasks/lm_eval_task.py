@@ -76,10 +76,10 @@ class LmEval(Task):
             for name in names:
                 task = tasks[name]
                 if doc_id < len(task.eval_docs):
-                    out.append(self._instance(name, task, doc_id, length))
+                    out.append(self._instance(name, task, doc_id))
         return out
 
-    def _instance(self, name: str, task, doc_id: int, length: int) -> Instance:
+    def _instance(self, name: str, task, doc_id: int) -> Instance:
         task.build_all_requests(samples=[doc_id])
         request = task.instances[0]
         text = request.args[0] + (request.args[1] if request.request_type == "loglikelihood" else "")
