@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from harness.errors import UserError
 from harness.models import DEFAULT_MODEL, load_model
+from harness.sweep import validate
 from methods.base import METHODS, InputTooLong, LongContextModel
 
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's default
@@ -74,11 +75,7 @@ class LchLM(TemplateLM):
         super().__init__()
         model_obj, tokenizer_obj = load_model(model, dtype, "auto" if device is None else _lch_device(device))
         cls = METHODS.get(method)
-        try:
-            config = cls.Config(**method_options)
-        except Exception as error:  # pydantic's message names the bad option
-            raise UserError(f"method '{method}': {error}".splitlines()[0]) from error
-        self._init(cls(model_obj, tokenizer_obj, config))
+        self._init(cls(model_obj, tokenizer_obj, validate(cls.Config, method_options, f"method '{method}'")))
 
     @classmethod
     def wrap(cls, method: LongContextModel) -> LchLM:

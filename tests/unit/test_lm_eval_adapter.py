@@ -99,6 +99,13 @@ def test_sampling_is_refused(ours):
         ours.generate_until(requests("generate_until", [("hi", {"do_sample": True, "temperature": 1.0})]))
 
 
+def test_a_bad_method_option_is_one_line_naming_it(tiny_dir):
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="method 'streaming': unknown option 'windw'. Valid: n_sink, window"):
+        LchLM(model=tiny_dir, method="streaming", windw=3)
+
+
 def test_over_length_requests_are_counted_not_truncated(tiny_llama):
     from methods.base import METHODS
 
