@@ -71,24 +71,32 @@ class LmEval(Task):
         """The first `n` documents of every lm-eval task at `length` (lm-eval owns the data, so `seed` is unused)."""
         tasks = self._load(length)
         names = sorted(tasks)
+        requests = {name: self._requests(tasks[name], n) for name in names}
         out = []
         for doc_id in range(n):
             for name in names:
-                task = tasks[name]
-                if doc_id < len(task.eval_docs):
-                    out.append(self._instance(name, task, doc_id))
+                if doc_id in requests[name]:
+                    out.append(self._instance(name, tasks[name], doc_id, requests[name][doc_id]))
         return out
 
-    def _instance(self, name: str, task, doc_id: int) -> Instance:
-        task.build_all_requests(samples=[doc_id])
-        request = task.instances[0]
+    @staticmethod
+    def _requests(task, n: int) -> dict[int, list]:
+        """The lm-eval requests of the first `n` documents, by document, built in one pass."""
+        task.build_all_requests(samples=list(range(min(n, len(task.eval_docs)))))
+        by_doc: dict[int, list] = {}
+        for request in task.instances:
+            by_doc.setdefault(request.doc_id, []).append(request)
+        return by_doc
+
+    def _instance(self, name: str, task, doc_id: int, requests: list) -> Instance:
+        request = requests[0]
         text = request.args[0] + (request.args[1] if request.request_type == "loglikelihood" else "")
         doc = task.eval_docs[doc_id]
         return Instance(
             id=f"{name}/{doc_id}",
             input_ids=self.tokenizer.encode(text),
             target=json.dumps(task.doc_to_target(doc), default=str),
-            metadata={"lm_eval_task": name, "doc_id": doc_id, "requests": len(task.instances), "chars": len(text)},
+            metadata={"lm_eval_task": name, "doc_id": doc_id, "requests": len(requests), "chars": len(text)},
         )
 
     def evaluate(self, model, instance: Instance) -> Score:
