@@ -19,6 +19,8 @@ Requests, and how they differ from lm-eval's `hf` model:
   when a stop string appears; the text is cut at the stop strings as HFLM cuts it. Sampling
   (`do_sample: true`) is refused: every lch method decodes greedily.
 * The state is reset before each request and kept after it (the runner reads its size, then resets).
+* `--apply_chat_template` uses the tokenizer's own chat template, as HFLM does (dropping system
+  messages when the template rejects them); a tokenizer without one is a one-line error.
 * Nothing is truncated. A request longer than the method's `max_context` follows the method's policy
   (`InputTooLong`): it is answered with an empty generation or `-inf`, and counted in `over_length`.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jinja2
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, postprocess_generated_text
@@ -109,6 +112,19 @@ class LchLM(TemplateLM):
     def tokenizer_name(self) -> str:
         """Names the tokenizer in lm-eval's results."""
         return str(self.tokenizer.name_or_path).replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The few-shot history as one prompt in the tokenizer's chat template (HFLM's rule)."""
+        if not self.tokenizer.chat_template:
+            name = self.tokenizer_name
+            raise UserError(f"tokenizer '{name}' has no chat template; run without --apply_chat_template")
+        options = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
+        options["continue_final_message"] = not add_generation_prompt
+        try:
+            return self.tokenizer.apply_chat_template(chat_history, **options)
+        except jinja2.exceptions.TemplateError:
+            # Templates without a system role raise; HFLM then drops the system messages and retries.
+            return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **options)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Token ids as HFLM encodes them (the tokenizer's own special-token default, no double BOS)."""
