@@ -113,28 +113,41 @@ class Backbone(nn.Module):
         """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""
         return self.model.lm_head(hidden).float()
 
-    def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False):
         """Log p(target) for each position, log-softmax computed `LOGITS_CHUNK` rows at a time.
 
         Args:
             hidden: `[T, D]` final hidden states.
             targets: `[T]` the token each position predicts.
+            greedy: also say, per position, whether the target is the argmax of its logits.
 
         Returns:
-            `[T]` float32 log-probabilities.
-
+            `[T]` float32 log-probabilities; with `greedy`, a pair of them and `[T]` bools.
         """
-        out = []
+        out, top = [], []
         for start in range(0, hidden.shape[0], LOGITS_CHUNK):
             logits = self.logits(hidden[start : start + LOGITS_CHUNK])
-            picked = logits.gather(-1, targets[start : start + LOGITS_CHUNK, None]).squeeze(-1)
-            out.append(picked - torch.logsumexp(logits, dim=-1))
-        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+            wanted = targets[start : start + LOGITS_CHUNK]
+            out.append(logits.gather(-1, wanted[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+            if greedy:
+                top.append(logits.argmax(-1) == wanted)
+        logprobs = torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+        if not greedy:
+            return logprobs
+        return logprobs, torch.cat(top) if top else torch.zeros(0, dtype=torch.bool, device=hidden.device)
 
     def kv_bytes_per_token(self) -> int:
         """Bytes of one token's K and V over all layers in the model dtype."""
         element = self.model.lm_head.weight.element_size()
         return 2 * len(self.layers) * self.n_kv_heads * self.head_dim * element
+
+
+def join_scores(pieces: list, greedy: bool):
+    """Concatenate `token_logprobs` results of consecutive pieces of a document."""
+    if not greedy:
+        return torch.cat(pieces)
+    logprobs, top = zip(*pieces, strict=True)
+    return torch.cat(logprobs), torch.cat(top)
 
 
 def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,12 @@ class LongContextModel(ABC):
         """Forget the previous document: memories, caches, positions."""
 
     @abstractmethod
-    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """`[T]` ids -> `[T-1]` float32 log p(x_t | x_<t) for t >= 1, streamed in the method's own segments."""
+    def score(self, input_ids: torch.Tensor, greedy: bool = False):
+        """`[T]` ids -> `[T-1]` float32 log p(x_t | x_<t) for t >= 1, streamed in the method's own segments.
+
+        With `greedy`, a pair: the log-probs and `[T-1]` bools, whether x_t is the argmax of its
+        prediction (lm-eval's `is_greedy`, from the same logits).
+        """
 
     @abstractmethod
     def prefill(self, input_ids: torch.Tensor) -> None:

@@ -6,7 +6,7 @@ from abc import abstractmethod
 
 import torch
 
-from methods.backbone import Attention, Backbone
+from methods.backbone import Attention, Backbone, join_scores
 from methods.base import InputTooLong, LongContextModel, greedy_decode
 
 
@@ -61,7 +61,7 @@ class DecoderMethod(LongContextModel):
         yield from spans(input_ids, 0, input_ids.numel(), self.config.chunk_size)
 
     @torch.no_grad()
-    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, greedy: bool = False):
         """Log-probs of tokens 1..T-1; the last hidden state of a chunk predicts the next chunk's first token."""
         device = self.backbone.device
         targets = input_ids.to(device)
@@ -69,9 +69,9 @@ class DecoderMethod(LongContextModel):
         for start, chunk in self._chunks(input_ids):
             hidden = self._step(chunk)
             wanted = targets[start + 1 : start + 1 + chunk.numel()]
-            out.append(self.backbone.token_logprobs(hidden[: wanted.numel()], wanted))
+            out.append(self.backbone.token_logprobs(hidden[: wanted.numel()], wanted, greedy))
         self.next_logits = self.backbone.logits(hidden[-1])
-        return torch.cat(out)
+        return join_scores(out, greedy)
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor) -> None:

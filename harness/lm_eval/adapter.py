@@ -9,9 +9,8 @@ Requests, and how they differ from lm-eval's `hf` model:
 
 * `loglikelihood`: the sum of the continuation's log-probs from one `score()` over context +
   continuation, tokenised exactly as HFLM does (`TemplateLM._encode_pair`, BOS as prefix for an empty
-  context). `is_greedy` comes from a second pass, `prefill(context)` + greedy `decode` of as many
-  tokens as the continuation has: the contract's `score()` returns log-probs only, so a
-  loglikelihood request costs two passes over its context.
+  context); `is_greedy` says whether each continuation token is the argmax of the same logits, as
+  HFLM computes it.
 * `loglikelihood_rolling`: the whole document in one `score()` after the prefix token, so a method
   carries its state across the document; HFLM instead scores disjoint windows of `max_length`
   tokens. Both give the same number when the document fits the window.
@@ -147,12 +146,9 @@ class LchLM(TemplateLM):
 
     def _continuation_logprob(self, context_enc: list[int], continuation_enc: list[int]) -> tuple[float, bool]:
         self.method.reset()
-        logprobs = self.method.score(torch.tensor(context_enc + continuation_enc))
-        total = float(logprobs[len(context_enc) - 1 :].sum())
-        self.method.reset()
-        self.method.prefill(torch.tensor(context_enc))
-        greedy = self.method.decode(len(continuation_enc), stop_ids=[]) == continuation_enc
-        return total, greedy
+        logprobs, greedy = self.method.score(torch.tensor(context_enc + continuation_enc), greedy=True)
+        wanted = slice(len(context_enc) - 1, None)
+        return float(logprobs[wanted].sum()), bool(greedy[wanted].all())
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of each whole document after the prefix token, in one `score()` per document."""

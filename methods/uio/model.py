@@ -14,7 +14,7 @@ import torch
 
 from harness.errors import UserError
 from methods.attention import rotate
-from methods.backbone import Backbone, rms_norm
+from methods.backbone import Backbone, join_scores, rms_norm
 from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
 from methods.kv_buffer import KVBuffer
 from methods.uio.adapters import UIOAdapters
@@ -297,7 +297,7 @@ class UIO(LongContextModel):
         ]
 
     @torch.no_grad()
-    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, greedy: bool = False):
         """Log-probs of tokens 1..T-1; each segment is decoded with the memory of the ones before it."""
         ids = input_ids.tolist()
         memories = iter(self._memory_kv(self._segments_closed_by(ids)))
@@ -306,12 +306,12 @@ class UIO(LongContextModel):
         for block, closes in self._split(ids):
             hidden = self._decode(block)
             wanted = targets[done + 1 : done + 1 + len(block)]
-            out.append(self.backbone.token_logprobs(hidden[: wanted.numel()], wanted))
+            out.append(self.backbone.token_logprobs(hidden[: wanted.numel()], wanted, greedy))
             self.next_logits = self.backbone.logits(hidden[-1])
             done += len(block)
             if closes:
                 self._close_segment(next(memories))
-        return torch.cat(out)
+        return join_scores(out, greedy)
 
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor) -> None:

@@ -55,6 +55,25 @@ def test_decode_is_greedy_under_score(name, options, tiny_llama_gqa):
         prefix = torch.cat([prefix, torch.tensor([token])])
 
 
+@pytest.mark.parametrize(("name", "options"), CONFIGS)
+def test_score_says_which_tokens_are_greedy(name, options, tiny_llama_gqa):
+    """`score(greedy=True)`: the same log-probs, and True exactly where decode would have chosen the token."""
+    method = build(name, tiny_llama_gqa, **options)
+    prompt = ids_of(40, seed=7)
+    method.prefill(prompt)
+    decoded = torch.tensor(method.decode(4, stop_ids=[]))
+    wrong = (decoded[-1] + 1) % 256
+    for ids in (torch.cat([prompt, decoded]), torch.cat([prompt, decoded[:-1], wrong[None]])):
+        method.reset()
+        plain = method.score(ids)
+        method.reset()
+        logprobs, greedy = method.score(ids, greedy=True)
+        torch.testing.assert_close(logprobs, plain, rtol=0, atol=0)
+        assert greedy.shape == (ids.numel() - 1,) and greedy.dtype == torch.bool
+        assert greedy[-4:-1].all() and bool(greedy[-1]) == bool(ids[-1] == decoded[-1])
+    assert not greedy[:39].all()  # random prompt tokens are rarely the model's argmax
+
+
 def naive_streaming_logprobs(model, ids, n_sink, window):
     """Official StreamingLLM semantics, one token per step: keys cached before RoPE, rotated by their
     index in the cache, the query by the cache length; after each step the cache keeps the sinks and
