@@ -8,7 +8,8 @@ task and a sweep resumes per document.
 Config: `tasks` (lm-eval names; lch's own lm-eval tasks under `harness/lm_eval/tasks` are always
 available), `metadata` (what `lm_eval --metadata` takes). The cell's length becomes
 `max_seq_lengths: [length]` (RULER's convention) unless `metadata` sets it, and the tokenizer synthetic
-tasks generate data with is the evaluated model's own. Documents are the first `samples` of each
+tasks generate data with is the evaluated model's own. `apply_chat_template` and `system_instruction`
+are `lm_eval`'s flags of the same names (the model tokenizer's chat template). Documents are the first `samples` of each
 lm-eval task, interleaved (`doc * n_tasks + task`), so sample `i` does not depend on the count.
 The sample's `score` is its first metric in the lm-eval task's order, or, for RULER, the metric named
 by its length (RULER writes -1 under the other lengths; those placeholders are dropped).
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import random
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ class LmEvalConfig(TaskConfig):
 
     tasks: list[str] = Field(min_length=1)
     metadata: dict[str, Any] = {}
+    apply_chat_template: bool = False  # prompts in the tokenizer's chat template (`lm_eval --apply_chat_template`)
+    system_instruction: str | None = None  # `lm_eval --system_instruction`
 
 
 @register_task("lm-eval")
@@ -79,10 +82,17 @@ class LmEval(Task):
                     out.append(self._instance(name, tasks[name], doc_id, requests[name][doc_id]))
         return out
 
-    @staticmethod
-    def _requests(task, n: int) -> dict[int, list]:
+    def _prompting(self) -> dict[str, Any]:
+        """How lm-eval formats prompts, as `evaluate` takes it."""
+        return self.config.model_dump(include={"apply_chat_template", "system_instruction"})
+
+    def _requests(self, task, n: int) -> dict[int, list]:
         """The lm-eval requests of the first `n` documents, by document, built in one pass."""
-        task.build_all_requests(samples=list(range(min(n, len(task.eval_docs)))))
+        from harness.lm_eval.adapter import chat_prompt
+
+        chat = functools.partial(chat_prompt, self.tokenizer) if self.config.apply_chat_template else None
+        documents = list(range(min(n, len(task.eval_docs))))
+        task.build_all_requests(samples=documents, chat_template=chat, **self._prompting())
         by_doc: dict[int, list] = {}
         for request in task.instances:
             by_doc.setdefault(request.doc_id, []).append(request)
@@ -108,7 +118,12 @@ class LmEval(Task):
         name, doc_id = instance.metadata["lm_eval_task"], instance.metadata["doc_id"]
         lm = LchLM.wrap(model)
         results = evaluate(
-            lm, {name: self._tasks[name]}, samples={name: [doc_id]}, bootstrap_iters=0, verbosity="ERROR"
+            lm,
+            {name: self._tasks[name]},
+            samples={name: [doc_id]},
+            bootstrap_iters=0,
+            verbosity="ERROR",
+            **self._prompting(),
         )
         (sample,) = results["samples"][name]
         metrics = {m: float(sample[m]) for m in sample["metrics"] if _is_number(sample[m]) and sample[m] != -1}
@@ -130,14 +145,14 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float)  # bools (exact-match style metrics) count as 0/1
 
 
-@cache
+@functools.cache
 def _manager(metadata_json: str):
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(TASKS_DIR), metadata=json.loads(metadata_json))
 
 
-@cache
+@functools.cache
 def _load_tasks(names: tuple[str, ...], metadata_json: str) -> dict[str, Any]:
     """lm-eval Task objects by name, groups flattened; cached (indexing lm-eval's YAML takes seconds)."""
     from lm_eval.tasks import get_task_dict

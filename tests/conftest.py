@@ -55,3 +55,23 @@ def tiny_dir(tmp_path_factory, tiny_llama):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+# A chat template without a system role (it raises), so a system instruction exercises lm-eval's fallback.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir(tmp_path_factory, tiny_llama):
+    """`tiny_dir` with a chat template on its tokenizer."""
+    from harness.models import byte_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-chat")
+    tiny_llama[0].save_pretrained(path)
+    tokenizer = byte_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    return str(path)

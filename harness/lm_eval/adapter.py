@@ -114,16 +114,7 @@ class LchLM(TemplateLM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The few-shot history as one prompt in the tokenizer's chat template (HFLM's rule)."""
-        if not self.tokenizer.chat_template:
-            name = self.tokenizer_name
-            raise UserError(f"tokenizer '{name}' has no chat template; run without --apply_chat_template")
-        options = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
-        options["continue_final_message"] = not add_generation_prompt
-        try:
-            return self.tokenizer.apply_chat_template(chat_history, **options)
-        except jinja2.exceptions.TemplateError:
-            # Templates without a system role raise; HFLM then drops the system messages and retries.
-            return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **options)
+        return chat_prompt(self.tokenizer, chat_history, add_generation_prompt)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Token ids as HFLM encodes them (the tokenizer's own special-token default, no double BOS)."""
@@ -196,6 +187,20 @@ class LchLM(TemplateLM):
             if any(stop and stop in self.tokenizer.decode(tokens) for stop in until):
                 break
         return postprocess_generated_text(self.tokenizer.decode(tokens, skip_special_tokens=True), until, None)
+
+
+def chat_prompt(tokenizer, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """`chat_history` in `tokenizer`'s chat template, as lm-eval's `hf` model applies it."""
+    if not tokenizer.chat_template:
+        name = tokenizer.name_or_path
+        raise UserError(f"tokenizer '{name}' has no chat template; run without --apply_chat_template")
+    options = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
+    options["continue_final_message"] = not add_generation_prompt
+    try:
+        return tokenizer.apply_chat_template(chat_history, **options)
+    except jinja2.exceptions.TemplateError:
+        # Templates without a system role raise; HFLM then drops the system messages and retries.
+        return tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **options)
 
 
 def _lch_device(device: str) -> str:

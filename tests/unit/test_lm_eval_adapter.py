@@ -132,37 +132,18 @@ def test_ruler_niah_through_the_adapter_matches_hf(ours, theirs, tiny_dir):
     assert [s["1024"] for s in samples] == [s["1024"] for s in want["samples"]["niah_single_1"]]
 
 
-# A template without a system role (it raises), so the system instruction exercises HFLM's fallback.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-    "<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def chat_dir(tiny_llama, tmp_path_factory):
-    from harness.models import byte_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-chat")
-    tiny_llama[0].save_pretrained(path)
-    tokenizer = byte_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-def test_chat_template_prompts_and_answers_equal_hf(chat_dir):
+def test_chat_template_prompts_and_answers_equal_hf(tiny_chat_dir):
     from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager, get_task_dict
 
     from harness.lm_eval import TASKS_DIR
 
-    ours = LchLM(model=chat_dir, method="full")
-    theirs = HFLM(pretrained=chat_dir, dtype="float32", device="cpu", batch_size=1, max_length=2048)
+    ours = LchLM(model=tiny_chat_dir, method="full")
+    theirs = HFLM(pretrained=tiny_chat_dir, dtype="float32", device="cpu", batch_size=1, max_length=2048)
     history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     for prompt in (True, False):
         assert ours.apply_chat_template(history, prompt) == theirs.apply_chat_template(history, prompt)
-    metadata = {"tokenizer": chat_dir, "max_seq_lengths": [300], "samples": 2}
+    metadata = {"tokenizer": tiny_chat_dir, "max_seq_lengths": [300], "samples": 2}
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
     tasks = get_task_dict(["lch_passkey"], manager)
     options = dict(log_samples=True, bootstrap_iters=0, apply_chat_template=True, system_instruction="Be brief.")

@@ -91,3 +91,28 @@ def test_documents_do_not_depend_on_the_global_random_state(tiny_llama):
 
     first = targets(1)
     assert targets(2) == first and len(set(first)) == 3
+
+
+def test_chat_template_option_prompts_as_lm_eval_does(tmp_path, tiny_chat_dir):
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from harness.lm_eval import TASKS_DIR
+    from harness.lm_eval.adapter import LchLM
+
+    prompting = {"apply_chat_template": True, "system_instruction": "Be brief."}
+    sweep = SweepSpec(
+        model=tiny_chat_dir, samples=2, output=str(tmp_path / "r.sqlite"), methods=[{"name": "full"}],
+        tasks=[{"name": "lm-eval", "lengths": [300], "options": {"tasks": ["lch_passkey"], **prompting}}],
+    )  # fmt: skip
+    run_sweep(sweep, progress=False)
+    rows = samples(tmp_path / "r.sqlite")
+    lm = LchLM(model=tiny_chat_dir)
+    metadata = {"tokenizer": tiny_chat_dir, "max_seq_lengths": [300]}
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
+    tasks = get_task_dict(["lch_passkey"], manager)
+    want = evaluate(lm, tasks, limit=2, log_samples=True, bootstrap_iters=0, **prompting)["samples"]["lch_passkey"]
+    prompts = [s["arguments"][0][0] for s in want]
+    assert all(p.startswith("<|user|>") and p.endswith("<|assistant|>") for p in prompts)
+    assert [r["input_tokens"] for r in rows] == [len(lm.tok_encode(p)) for p in prompts]
+    assert [r["prediction"] for r in rows] == [s["filtered_resps"][0] for s in want]
