@@ -3,11 +3,19 @@
 Rules: CUDA is synchronised before clocks are read; peak
 memory is reset per sample and reported above the pre-sample baseline (CUDA peak allocated, or host
 RSS sampled every 5 ms on CPU); FLOPs come from `torch.utils.flop_counter` when asked for.
+
+On CPU, glibc keeps memory a previous sample freed and hands it out again without the RSS growing,
+so a sample would measure near 0 bytes after one that used more; free heap memory is therefore
+returned to the OS (`malloc_trim`) before the baseline is read. Without glibc (macOS) the RSS
+numbers of later samples are lower bounds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,6 +98,7 @@ def peak_memory(device: torch.device, costs: Costs):
             synchronize(device)
             costs.peak_mem_bytes = torch.cuda.max_memory_allocated(device) - baseline
         return
+    _release_free_heap()
     baseline = psutil.Process().memory_info().rss
     sampler = _RssSampler(peak=baseline)
     thread = threading.Thread(target=sampler.run, daemon=True)
@@ -101,6 +110,20 @@ def peak_memory(device: torch.device, costs: Costs):
         thread.join()
         sampler.peak = max(sampler.peak, psutil.Process().memory_info().rss)
         costs.peak_mem_bytes = sampler.peak - baseline
+
+
+def _release_free_heap() -> None:
+    """Return the allocator's free memory to the OS, so RSS growth measures what a sample allocates."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """The C library's `malloc_trim` (glibc), or None where it has none."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
 
 
 @contextlib.contextmanager
