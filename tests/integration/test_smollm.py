@@ -40,3 +40,38 @@ def test_passkey_full_retrieves_and_streaming_loses_needle_outside_window(tmp_pa
     assert depth == 0.1
     assert stored == {"full": 1.0, "streaming": 0.0}
     assert states["streaming"] < states["full"] / 5  # 260 cached tokens against 2048 + decoded
+
+
+def stored_scores(path):
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT c.label, s.score FROM samples s JOIN cells c USING (cell_id) ORDER BY c.label, s.idx")
+        out: dict[str, list[float]] = {}
+        for label, score in rows:
+            out.setdefault(label, []).append(score)
+    return out
+
+
+def test_passkey_infllm_retrieves_the_needle_streaming_drops_with_the_same_window(tmp_path, smollm):
+    """InfLLM's claim at CI scale: a 256-token window plus 4 retrieved blocks finds what the window alone loses."""
+    spec = SweepSpec(
+        model="smollm2-135m", samples=2, output=str(tmp_path / "p.sqlite"),
+        methods=[
+            {"name": "infllm", "options": {"n_local": 256, "exc_block_size": 256, "topk": 4}},
+            {"name": "streaming", "options": {"window": 256}},
+        ],
+        tasks=[{"name": "passkey", "lengths": [2048], "options": {"depths": [0.1, 0.5]}}],
+    )  # fmt: skip
+    run_sweep(spec, progress=False)
+    assert stored_scores(spec.output) == {"infllm": [1.0, 1.0], "streaming": [0.0, 0.0]}
+
+
+@pytest.mark.long
+def test_passkey_infllm_keeps_the_needle_at_32k(tmp_path, smollm):
+    """Four times past the trained window, InfLLM's small preset still finds a mid-document passkey."""
+    spec = SweepSpec(
+        model="smollm2-135m", samples=2, output=str(tmp_path / "p.sqlite"),
+        methods=[{"name": "infllm", "options": {"n_local": 2048, "topk": 8}}, {"name": "streaming"}],
+        tasks=[{"name": "passkey", "lengths": [32768], "options": {"depths": [0.5]}}],
+    )  # fmt: skip
+    run_sweep(spec, progress=False)
+    assert stored_scores(spec.output) == {"infllm": [1.0, 1.0], "streaming": [0.0, 0.0]}
