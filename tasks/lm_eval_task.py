@@ -9,8 +9,9 @@ Config: `tasks` (lm-eval names; lch's own lm-eval tasks under `harness/lm_eval/t
 available), `metadata` (what `lm_eval --metadata` takes). The cell's length becomes
 `max_seq_lengths: [length]` (RULER's convention) unless `metadata` sets it, and the tokenizer synthetic
 tasks generate data with is the evaluated model's own. `apply_chat_template` and `system_instruction`
-are `lm_eval`'s flags of the same names (the model tokenizer's chat template). Documents are the first `samples` of each
-lm-eval task, interleaved (`doc * n_tasks + task`), so sample `i` does not depend on the count.
+are `lm_eval`'s flags of the same names (the model tokenizer's chat template). Documents are the first
+`samples` of each lm-eval task, interleaved (`doc * n_tasks + task`), so sample `i` does not depend on
+the count.
 The sample's `score` is its first metric in the lm-eval task's order, or, for RULER, the metric named
 by its length (RULER writes -1 under the other lengths; those placeholders are dropped).
 """
