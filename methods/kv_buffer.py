@@ -8,8 +8,7 @@ import torch
 class KVBuffer:
     """Keys and values of one layer, `[B, Hkv, n, d]`, stored in a buffer that doubles when full."""
 
-    def __init__(self, pin_memory: bool = False) -> None:
-        self.pin_memory = pin_memory  # page-locked host storage, for asynchronous copies to a GPU
+    def __init__(self) -> None:
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
         self.length = 0
@@ -19,8 +18,8 @@ class KVBuffer:
         needed = self.length + k.shape[2]
         if self._k is None or needed > self._k.shape[2]:
             capacity = max(needed, 2 * (0 if self._k is None else self._k.shape[2]), 256)
-            grown_k = k.new_empty(*k.shape[:2], capacity, k.shape[3], pin_memory=self.pin_memory)
-            grown_v = v.new_empty(*v.shape[:2], capacity, v.shape[3], pin_memory=self.pin_memory)
+            grown_k = k.new_empty(*k.shape[:2], capacity, k.shape[3])
+            grown_v = v.new_empty(*v.shape[:2], capacity, v.shape[3])
             if self._k is not None:
                 grown_k[:, :, : self.length] = self._k[:, :, : self.length]
                 grown_v[:, :, : self.length] = self._v[:, :, : self.length]

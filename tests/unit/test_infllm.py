@@ -164,6 +164,20 @@ def test_offloaded_blocks_are_served_from_an_lru_device_cache():
     assert store.host_bytes() == 2 * 5 * 4 * 3 * 4
 
 
+@pytest.mark.parametrize("offload", [False, True])
+def test_each_block_owns_a_copy_of_exactly_its_size(offload):
+    """Blocks come as views of the recent-token buffer, which is overwritten later; a block holds no spare capacity."""
+    store = BlockStore(torch.device("cpu"), 4, offload, max_cached=2)
+    recent = torch.arange(24, dtype=torch.float32).view(1, 1, 8, 3)
+    for b in range(2):
+        store.append(recent[:, :, 4 * b : 4 * b + 4], recent[:, :, 4 * b : 4 * b + 4], torch.eye(2, 3)[b])
+    recent.zero_()
+    keys, _ = store.fetch(torch.tensor([0, 1]))
+    assert keys[0, 0, :, 0].tolist() == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0]
+    held = sum(block.untyped_storage().nbytes() for block in (*store.keys, *store.values))
+    assert held == 2 * 2 * 4 * 3 * 4  # K and V of 2 blocks of [1 head, 4 tokens, d 3], float32
+
+
 def test_offload_gives_the_same_outputs_with_evictions(tiny_gqa_f64):
     ids = ids_of(150)
     on = infllm(tiny_gqa_f64, **SMALL, topk=2, max_cached_block=2, offload="on")
