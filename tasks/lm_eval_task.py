@@ -100,12 +100,14 @@ class LmEval(Task):
         return by_doc
 
     def _instance(self, name: str, task, doc_id: int, requests: list) -> Instance:
+        from harness.lm_eval.adapter import hf_encode
+
         request = requests[0]
         text = request.args[0] + (request.args[1] if request.request_type == "loglikelihood" else "")
         doc = task.eval_docs[doc_id]
         return Instance(
             id=f"{name}/{doc_id}",
-            input_ids=self.tokenizer.encode(text),
+            input_ids=hf_encode(self.tokenizer, text),  # what the adapter feeds the method
             target=json.dumps(task.doc_to_target(doc), default=str),
             metadata={"lm_eval_task": name, "doc_id": doc_id, "requests": len(requests), "chars": len(text)},
         )

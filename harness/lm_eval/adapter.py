@@ -104,8 +104,7 @@ class LchLM(TemplateLM):
     @property
     def prefix_token_id(self) -> int:
         """What an empty context is replaced by: BOS, else EOS (HFLM's rule)."""
-        bos = self.tokenizer.bos_token_id
-        return bos if bos is not None else self.tokenizer.eos_token_id
+        return _prefix_token_id(self.tokenizer)
 
     @property
     def tokenizer_name(self) -> str:
@@ -118,10 +117,7 @@ class LchLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Token ids as HFLM encodes them (the tokenizer's own special-token default, no double BOS)."""
-        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
-            add_special_tokens = False
-        options = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
-        return self.tokenizer.encode(string, **options)
+        return hf_encode(self.tokenizer, string, add_special_tokens)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         results = []
@@ -187,6 +183,18 @@ class LchLM(TemplateLM):
             if any(stop and stop in self.tokenizer.decode(tokens) for stop in until):
                 break
         return postprocess_generated_text(self.tokenizer.decode(tokens, skip_special_tokens=True), until, None)
+
+
+def _prefix_token_id(tokenizer) -> int:
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def hf_encode(tokenizer, string: str, add_special_tokens: bool | None = None) -> list[int]:
+    """Token ids as HFLM encodes them (the tokenizer's own special-token default, no double BOS)."""
+    if add_special_tokens is None and has_bos_prefix(string, tokenizer.decode(_prefix_token_id(tokenizer))):
+        add_special_tokens = False
+    options = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+    return tokenizer.encode(string, **options)
 
 
 def chat_prompt(tokenizer, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:

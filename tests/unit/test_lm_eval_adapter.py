@@ -165,3 +165,19 @@ def test_lm_eval_cli_knows_the_lch_model():
     code = "from lm_eval.api.registry import get_model; print(get_model('lch').__name__, get_model('hf').__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["LchLM", "HFLM"]
+
+
+def test_prompts_are_encoded_without_a_double_bos():
+    """HFLM's rule, shared by the adapter and the sweep's instances: text that starts with BOS gets no second one."""
+    from tokenizers.processors import TemplateProcessing
+
+    from harness.lm_eval.adapter import hf_encode
+    from harness.models import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    hi = tokenizer.encode("hi", add_special_tokens=False)
+    assert tokenizer.encode("<bos>hi") == [bos, bos, *hi]
+    assert hf_encode(tokenizer, "<bos>hi") == [bos, *hi]
+    assert hf_encode(tokenizer, "hi") == [bos, *hi]
