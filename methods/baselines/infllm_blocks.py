@@ -11,6 +11,7 @@ from collections import OrderedDict
 import torch
 
 from methods.attention import repeat_kv
+from methods.kv_buffer import KVBuffer
 
 
 def representative_key(keys: torch.Tensor, scores: torch.Tensor, repr_topk: int) -> torch.Tensor:
@@ -35,20 +36,20 @@ def representative_key(keys: torch.Tensor, scores: torch.Tensor, repr_topk: int)
 class BlockStore:
     """Memory blocks of one layer, in order of position: block `b` holds tokens `[n_init + b*bs, n_init + (b+1)*bs)`.
 
-    Each block has its own storage, as the official `MemoryUnit`s: storing never copies earlier blocks
-    and never reserves spare capacity (a doubling buffer would hold up to twice the blocks, in
-    page-locked memory with offload). Without offload every block stays on the compute device. With
-    offload (the official layout on GPU) blocks live in host memory (page-locked when the device is
-    CUDA) and `max_cached` of them are copied into device slots, least recently retrieved evicted
-    first; representative keys stay on the device, as in the official code.
+    Without offload every block stays on the compute device, in one growable buffer like any KV cache
+    (retrieved blocks are gathered without a host sync, and shapes alone suffice on the `meta` device).
+    With offload (the official layout on GPU) each block has its own host tensor, page-locked when the
+    device is CUDA, as the official `MemoryUnit`s (a doubling buffer would hold up to twice the blocks
+    in page-locked memory and copy them all at each growth), and `max_cached` of them are copied into
+    device slots, least recently retrieved evicted first; representative keys stay on the device, as
+    in the official code.
     """
 
     def __init__(self, device: torch.device, block_size: int, offload: bool, max_cached: int) -> None:
         self.device, self.block_size, self.offload, self.max_cached = device, block_size, offload, max_cached
-        self.home = torch.device("cpu") if offload else device
         self.pinned = offload and device.type == "cuda"
-        self.keys: list[torch.Tensor] = []  # per block `[Hkv, bs, d]`, on `home`
-        self.values: list[torch.Tensor] = []
+        self.blocks = KVBuffer()  # without offload: [1, Hkv, count * bs, d], token after token
+        self.host: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # with offload: K, V `[Hkv, bs, d]` each
         self.reprs: torch.Tensor | None = None  # [count, H * d], on the device
         self.slots: tuple[torch.Tensor, torch.Tensor] | None = None  # device copies: [max_cached, Hkv, bs, d]
         self.cached: OrderedDict[int, int] = OrderedDict()  # block -> slot, least recently retrieved first
@@ -56,23 +57,21 @@ class BlockStore:
     @property
     def count(self) -> int:
         """Number of blocks stored."""
-        return len(self.keys)
+        return 0 if self.reprs is None else self.reprs.shape[0]
 
     def append(self, keys: torch.Tensor, values: torch.Tensor, representative: torch.Tensor) -> None:
         """Store one block: `[1, Hkv, bs, d]` keys and values before RoPE and its `[H * d]` representative key.
 
         The block is copied: `keys` and `values` may be views of a buffer that is overwritten later.
         """
-        self.keys.append(self._own(keys[0]))
-        self.values.append(self._own(values[0]))
+        if self.offload:
+            for store, x in zip(self.host, (keys[0], values[0]), strict=True):
+                block = torch.empty(x.shape, dtype=x.dtype, pin_memory=self.pinned)
+                store.append(block.copy_(x))
+        else:
+            self.blocks.append(keys, values)
         row = representative[None]
         self.reprs = row if self.reprs is None else torch.cat([self.reprs, row])
-
-    def _own(self, x: torch.Tensor) -> torch.Tensor:
-        """A copy of `x` in the blocks' home memory."""
-        if self.pinned:
-            return torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x)
-        return x.to(self.home, copy=True)
 
     def retrieve(self, query: torch.Tensor, topk: int) -> torch.Tensor:
         """Indices (ascending) of the blocks to attend: all when there are at most `topk`, else the `topk` best.
@@ -90,11 +89,11 @@ class BlockStore:
 
     def fetch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`[1, Hkv, len(indices) * bs, d]` keys and values of the given blocks, on the device."""
-        blocks = indices.tolist()
         if not self.offload:
-            return torch.cat([self.keys[b] for b in blocks], dim=1)[None], torch.cat(
-                [self.values[b] for b in blocks], dim=1
-            )[None]
+            tokens = indices[:, None] * self.block_size + torch.arange(self.block_size, device=indices.device)
+            tokens = tokens.flatten()
+            return self.blocks.k.index_select(2, tokens), self.blocks.v.index_select(2, tokens)
+        blocks = indices.tolist()
         for block in blocks:  # chosen blocks already on the device become the most recent: never evicted below
             if block in self.cached:
                 self.cached.move_to_end(block)
@@ -108,28 +107,26 @@ class BlockStore:
             self.cached.move_to_end(block)
             return self.cached[block]
         if self.slots is None:
-            shape = (self.max_cached, *self.keys[0].shape)
-            self.slots = tuple(torch.empty(shape, dtype=self.keys[0].dtype, device=self.device) for _ in range(2))
+            first = self.host[0][0]
+            shape = (self.max_cached, *first.shape)
+            self.slots = tuple(torch.empty(shape, dtype=first.dtype, device=self.device) for _ in range(2))
         if len(self.cached) < self.max_cached:
             slot = len(self.cached)
         else:
             _, slot = self.cached.popitem(last=False)
-        for device_slots, host in zip(self.slots, (self.keys, self.values), strict=True):
+        for device_slots, host in zip(self.slots, self.host, strict=True):
             device_slots[slot].copy_(host[block], non_blocking=True)
         self.cached[block] = slot
         return slot
-
-    def _block_bytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in (*self.keys, *self.values))
 
     def device_bytes(self) -> int:
         """Bytes on the compute device: representative keys, and the blocks (all, or the cached slots)."""
         reprs = 0 if self.reprs is None else self.reprs.numel() * self.reprs.element_size()
         if not self.offload:
-            return reprs + self._block_bytes()
+            return reprs + self.blocks.nbytes()
         slots = 0 if self.slots is None else sum(s.numel() * s.element_size() for s in self.slots)
         return reprs + slots
 
     def host_bytes(self) -> int:
         """Bytes of offloaded blocks in host memory (0 without offload)."""
-        return self._block_bytes() if self.offload else 0
+        return sum(block.numel() * block.element_size() for store in self.host for block in store)

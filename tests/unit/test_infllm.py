@@ -165,8 +165,8 @@ def test_offloaded_blocks_are_served_from_an_lru_device_cache():
 
 
 @pytest.mark.parametrize("offload", [False, True])
-def test_each_block_owns_a_copy_of_exactly_its_size(offload):
-    """Blocks come as views of the recent-token buffer, which is overwritten later; a block holds no spare capacity."""
+def test_blocks_are_copies_and_offloaded_ones_hold_exactly_their_size(offload):
+    """Blocks arrive as views of the recent-token buffer, overwritten later; a host block has no spare capacity."""
     store = BlockStore(torch.device("cpu"), 4, offload, max_cached=2)
     recent = torch.arange(24, dtype=torch.float32).view(1, 1, 8, 3)
     for b in range(2):
@@ -174,8 +174,9 @@ def test_each_block_owns_a_copy_of_exactly_its_size(offload):
     recent.zero_()
     keys, _ = store.fetch(torch.tensor([0, 1]))
     assert keys[0, 0, :, 0].tolist() == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0]
-    held = sum(block.untyped_storage().nbytes() for block in (*store.keys, *store.values))
-    assert held == 2 * 2 * 4 * 3 * 4  # K and V of 2 blocks of [1 head, 4 tokens, d 3], float32
+    if offload:
+        held = sum(block.untyped_storage().nbytes() for blocks in store.host for block in blocks)
+        assert held == 2 * 2 * 4 * 3 * 4  # K and V of 2 blocks of [1 head, 4 tokens, d 3], float32
 
 
 def test_offload_gives_the_same_outputs_with_evictions(tiny_gqa_f64):
@@ -218,3 +219,21 @@ def test_device_state_is_bounded_as_the_input_grows(tiny_llama_gqa):
 def test_config_rejects_inconsistent_options(options, message):
     with pytest.raises(ValueError, match=message):
         InfLLMConfig(**options)
+
+
+def test_prefill_flops_on_the_meta_device_equal_the_real_ones(tiny_llama_gqa):
+    """`benchmarks/flops.py` counts 7B shapes on the `meta` device: the method must run there, shapes alone."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = tiny_llama_gqa
+    with torch.device("meta"):
+        shadow = AutoModelForCausalLM.from_config(model.config).eval().requires_grad_(False)
+    counts = []
+    for loaded in ((model, tokenizer), (shadow, tokenizer)):
+        method = infllm(loaded, **SMALL, topk=2)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            method.prefill(torch.zeros(150, dtype=torch.long))
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
