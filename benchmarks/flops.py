@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uio", choices=["small", "paper"], default="small", help="UIO preset (small: 512/16)")
     parser.add_argument(
         "--infllm", choices=["small", "official"], default="small",
-        help="InfLLM preset (small: n_local 2048, topk 8, for an 8K model; official: 4096, 16)",
+        help="InfLLM preset (small: n_local 2048, topk 16, the official 4K-model configs; official: 4096, 16)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]

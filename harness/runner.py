@@ -146,6 +146,7 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
         "metadata": {
             **instance.metadata, **score.details,
             "beyond_trained_window": method.beyond_trained_window(len(instance.input_ids)),
+            "causal_score": method.causal_score,
             "host_state_bytes": method.host_state_bytes(),
         },
         "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),

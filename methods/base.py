@@ -77,6 +77,15 @@ class LongContextModel(ABC):
         """Bytes of the document's state kept in host memory off the compute device (InfLLM's offloaded blocks)."""
         return 0
 
+    @property
+    def causal_score(self) -> bool:
+        """Whether `score()` keeps every log-prob independent of the tokens after it (stored per sample).
+
+        Every method scores causally by default; an official look-ahead kept as an option says False
+        here, and its samples are marked in the store and the report.
+        """
+        return True
+
     def beyond_trained_window(self, length: int) -> bool:
         """True when a `length`-token input puts positions past the base model's trained window.
 

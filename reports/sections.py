@@ -18,6 +18,11 @@ from reports.tasks import longbench_order
 STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
 DAGGER = "†"
 FOOTNOTE = f"{DAGGER} input longer than the base model's trained window."
+LOOKAHEAD = "‡"
+LOOKAHEAD_NOTE = (
+    f"{LOOKAHEAD} scored with a look-ahead: the method's score() saw tokens after the one it predicts "
+    "(InfLLM's score_lookahead), so it is not comparable with causal methods."
+)
 EXAMPLES_PER_TASK = 2
 PREDICTION_CHARS = 160
 
@@ -53,15 +58,17 @@ class Section:
         """Append a figure by name (the writer adds the PNG)."""
         self.blocks.append(Block("figure", text=caption, name=name))
 
-    def footnote(self, beyond) -> None:
-        """Append the dagger's footnote when any of `beyond` is true (a table above marked a cell)."""
+    def footnote(self, beyond, noncausal=()) -> None:
+        """Append the footnotes of the marks a table above used (any of `beyond` / `noncausal` true)."""
         if any(bool(b) for b in beyond):
             self.text(FOOTNOTE)
+        if any(bool(n) for n in noncausal):
+            self.text(LOOKAHEAD_NOTE)
 
 
-def mark(text: str, beyond) -> str:
-    """`0.667` -> `0.667†` for a cell whose inputs run past the base model's trained window."""
-    return f"{text}{DAGGER}" if bool(beyond) else text
+def mark(text: str, beyond, noncausal=False) -> str:
+    """`0.667` -> `0.667†` past the base model's trained window, `0.667‡` for a look-ahead score."""
+    return f"{text}{DAGGER if bool(beyond) else ''}{LOOKAHEAD if bool(noncausal) else ''}"
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -104,7 +111,7 @@ def score_text(row) -> str:
     if row["n"] == 0 and not (isinstance(row["value"], float) and math.isfinite(row["value"])):
         return "no samples" if row["status"] != "running" else "running (no samples)"
     interval = f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
-    value = mark(fmt(row["value"]), row.get("beyond_window", False))
+    value = mark(fmt(row["value"]), row.get("beyond_window", False), row.get("noncausal", False))
     text = f"{value}{interval} n={row['n']}" + (f" ({row['skipped']} skipped)" if row["skipped"] else "")
     return text + (" (running)" if row["status"] == "running" else "")
 
@@ -122,7 +129,8 @@ def summary_section(summary: pd.DataFrame) -> Section:
         grid = grid.reindex(columns=sorted(grid.columns)).fillna("not run").reset_index()
         grid.columns = ["method", *[str(c) for c in grid.columns[1:]]]
         section.table(grid, f"{task}: {group['metric'].iloc[0]} ({direction} is better) by input length (tokens)")
-    section.footnote(summary["beyond_window"] & summary["value"].notna())
+    shown = summary["value"].notna()
+    section.footnote(summary["beyond_window"] & shown, summary["noncausal"] & shown)
     failed = summary[summary["status"].isin(list(STATUS_TEXT))]
     if len(failed):
         errors = failed.assign(
@@ -156,16 +164,21 @@ def perplexity_section(tables: dict, figures: dict) -> Section:
     shown = pd.DataFrame(
         {
             "method": frame["method"], "length": frame["length"],
-            "perplexity": [f"{mark(fmt(p), b)} [{fmt(lo)}, {fmt(hi)}]" if isinstance(lo, float) and math.isfinite(lo)
-                           else (STATUS_TEXT.get(s) or mark(fmt(p), b)) for p, lo, hi, s, b in
+            "perplexity": [f"{mark(fmt(p), b, c)} [{fmt(lo)}, {fmt(hi)}]" if isinstance(lo, float) and math.isfinite(lo)
+                           else (STATUS_TEXT.get(s) or mark(fmt(p), b, c)) for p, lo, hi, s, b, c in
                            zip(frame["perplexity"], frame["ci_low"], frame["ci_high"], frame["status"],
-                               frame["beyond_window"].fillna(False), strict=True)],
+                               frame["beyond_window"].fillna(False), frame["noncausal"].fillna(False), strict=True)],
+            "per-document mean": frame["mean_document_perplexity"].map(fmt),
             "tokens": frame["tokens"].map(count), "documents": frame["documents"].map(count),
             "skipped docs": frame["skipped_documents"].map(count), "protocol": frame["protocol"],
         }
     )  # fmt: skip
-    section.table(shown, "Token-weighted perplexity exp(sum NLL / tokens) (lower is better), 95% document bootstrap")
-    section.footnote(frame["beyond_window"].fillna(False))
+    section.table(
+        shown,
+        "Token-weighted perplexity exp(sum NLL / tokens) (lower is better), 95% document bootstrap; beside it the "
+        "mean of the documents' perplexities, as the papers report it",
+    )
+    section.footnote(frame["beyond_window"].fillna(False), frame["noncausal"].fillna(False))
     for name in ("perplexity_length", "position_nll"):
         if name in figures:
             section.figure(name, figures[name])

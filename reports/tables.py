@@ -77,6 +77,7 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     samples["skipped"] = samples["metrics"].map(lambda m: float(m.get("skipped", 0.0) or 0.0) >= 1.0)
     # Written by the runner since the beyond_trained_window contract; stores from before it lack the key.
     samples["beyond_window"] = samples["metadata"].map(lambda m: bool(m.get("beyond_trained_window", False)))
+    samples["noncausal"] = samples["metadata"].map(lambda m: m.get("causal_score", True) is False)
     runs["packages"] = runs["packages"].map(_json)
     return {"cells": cells, "samples": samples, "runs": runs}
 
@@ -120,11 +121,13 @@ def _interval(group: pd.DataFrame, point: float, seed: int) -> tuple[float, floa
 def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per cell: headline value, 95% bootstrap interval, sample count, status (and error).
 
-    `beyond_window` is true when any sample of the cell put positions past the base model's trained window.
+    `beyond_window` is true when any sample of the cell put positions past the base model's trained window,
+    `noncausal` when any was scored by a `score()` that looked at later tokens.
     """
     scored = samples[~samples["skipped"] & samples["score"].notna()]
     by_cell = dict(tuple(scored.groupby("cell_id")))
     beyond = samples.groupby("cell_id")["beyond_window"].any()
+    noncausal = samples.groupby("cell_id")["noncausal"].any()
     rows = []
     for _, cell in cells.iterrows():
         group = by_cell.get(cell["cell_id"], scored.iloc[:0])
@@ -140,6 +143,7 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
                 "skipped": int(samples.loc[samples["cell_id"] == cell["cell_id"], "skipped"].sum()),
                 "status": cell["status"], "error": cell["error"], "higher_is_better": higher_is_better(cell["task"]),
                 "beyond_window": bool(beyond.get(cell["cell_id"], False)),
+                "noncausal": bool(noncausal.get(cell["cell_id"], False)),
             }
         )  # fmt: skip
     return pd.DataFrame(rows).sort_values(["task", "method", "length"], ignore_index=True)

@@ -35,7 +35,10 @@ def protocol_text(config: dict) -> str:
 
 
 def perplexity(cells: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Per perplexity cell: token-weighted perplexity with the summary's interval, counts, protocol."""
+    """Per perplexity cell: token-weighted perplexity with its interval, the per-document mean, counts, protocol.
+
+    The per-document mean (of each document's own perplexity) is what the papers report.
+    """
     mine = cells[cells["task"] == "perplexity"]
     if mine.empty:
         return pd.DataFrame()
@@ -45,14 +48,18 @@ def perplexity(cells: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "method": cell["label"], "length": int(cell["length"]), "status": cell["status"],
-                "perplexity": aggregate.get("perplexity", np.nan), "tokens": aggregate.get("tokens", np.nan),
+                "perplexity": aggregate.get("perplexity", np.nan),
+                "mean_document_perplexity": aggregate.get("mean_document_perplexity", np.nan),
+                "tokens": aggregate.get("tokens", np.nan),
                 "documents": aggregate.get("documents", np.nan),
                 "skipped_documents": aggregate.get("skipped_documents", np.nan),
                 "protocol": protocol_text(cell["task_config"]),
             }
         )  # fmt: skip
     frame = pd.DataFrame(rows)
-    interval = summary[summary["task"] == "perplexity"][["method", "length", "ci_low", "ci_high", "n", "beyond_window"]]
+    interval = summary[summary["task"] == "perplexity"][
+        ["method", "length", "ci_low", "ci_high", "n", "beyond_window", "noncausal"]
+    ]
     frame = frame.merge(interval, on=["method", "length"], how="left")
     return frame.sort_values(["method", "length"], ignore_index=True)
 

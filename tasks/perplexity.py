@@ -49,6 +49,8 @@ class PerplexityConfig(TaskConfig):
     stems (an id prefix such as `145` also matches `145_middlemarch`).
     `window`/`stride` are used by `sliding` (0 < stride <= window) and `disjoint` (window only).
     `bucket`: width in tokens of the per-position NLL curve stored per sample.
+    `allow_noncausal`: score with a method whose `score()` looks ahead (InfLLM's `score_lookahead`);
+    refused by default, since such a perplexity is optimistic against every causal method.
     """
 
     documents: str | list[str] = "pg19_test"
@@ -57,6 +59,7 @@ class PerplexityConfig(TaskConfig):
     stride: int | None = None
     bucket: int = 4096
     data_dir: str | None = None
+    allow_noncausal: bool = False
 
     @field_validator("documents", mode="before")
     @classmethod
@@ -234,6 +237,11 @@ class Perplexity(Task):
         """Score the document under the configured protocol; NLL summed in float64."""
         ids = torch.tensor(instance.input_ids)
         config = self.config
+        if not model.causal_score and not config.allow_noncausal:
+            raise UserError(
+                f"perplexity: {model.name}'s score() looks ahead at later tokens (its options say so); "
+                "set the task option allow_noncausal=true to measure it anyway"
+            )
         parts = []
         for begin, end, new in windows(ids.numel(), config.window, config.stride):
             if config.protocol != "segment":

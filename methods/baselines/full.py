@@ -8,6 +8,7 @@ import torch
 from pydantic import model_validator
 
 from methods.attention import causal_attention, rotate
+from methods.backbone import scaled_rotary
 from methods.base import MethodConfig, register_method
 from methods.decoder import DecoderMethod
 from methods.kv_buffer import KVBuffer
@@ -16,18 +17,25 @@ from methods.kv_buffer import KVBuffer
 class FullConfig(MethodConfig):
     """Full attention. `rope_scaling` follows HF semantics (PI, dynamic NTK, YaRN).
 
+    `rope_factor: auto` fits the factor to each document: its length (the prompt's, for generation)
+    over the model's trained window, with no scaling when it fits (the training-free control beside
+    every method run past the trained window; YaRN's own choice of factor).
+
     Deviations: prefill runs in chunks of `chunk_size` tokens (exact up to float rounding); with
     `dynamic` scaling, keys cached by an earlier chunk keep their earlier rotation, as in HF's cached
     generation, so chunked and one-shot numbers differ slightly for inputs past the trained length.
     """
 
     rope_scaling: Literal["none", "linear", "dynamic", "yarn"] = "none"
-    rope_factor: float = 1.0
+    rope_factor: float | Literal["auto"] = 1.0
     chunk_size: int = 2048
 
     @model_validator(mode="after")
     def _check(self) -> FullConfig:
-        if self.rope_scaling != "none" and self.rope_factor <= 1.0:
+        if self.rope_factor == "auto":
+            if self.rope_scaling == "none":
+                raise ValueError("rope_factor=auto needs rope_scaling linear, dynamic or yarn")
+        elif self.rope_scaling != "none" and self.rope_factor <= 1.0:
             raise ValueError(f"rope_scaling={self.rope_scaling} needs rope_factor > 1 (got {self.rope_factor})")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
@@ -69,12 +77,33 @@ class Full(DecoderMethod):
 
     def __init__(self, model, tokenizer, config: FullConfig):
         scaling = None
-        if config.rope_scaling != "none":
+        if config.rope_scaling != "none" and config.rope_factor != "auto":
             scaling = {"rope_type": config.rope_scaling, "factor": config.rope_factor}
         super().__init__(model, tokenizer, config, rope_scaling=scaling)
+        self.unscaled = self.backbone.rotary
+
+    def _fit_rope(self, length: int) -> None:
+        """With `rope_factor: auto`, scale RoPE for a document of `length` tokens as it starts."""
+        if self.config.rope_factor != "auto" or self.position:
+            return
+        factor = length / self.model.config.max_position_embeddings
+        scaling = {"rope_type": self.config.rope_scaling, "factor": factor}
+        self.backbone.rotary = scaled_rotary(self.unscaled, self.model.config, scaling) if factor > 1 else self.unscaled
+
+    def score(self, input_ids: torch.Tensor, greedy: bool = False):
+        """Log-probs of tokens 1..T-1 (RoPE fitted to T first, with `rope_factor: auto`)."""
+        self._fit_rope(input_ids.numel())
+        return super().score(input_ids, greedy)
+
+    def prefill(self, input_ids: torch.Tensor) -> None:
+        """Consume the prompt (RoPE fitted to its length first, with `rope_factor: auto`)."""
+        self._fit_rope(input_ids.numel())
+        super().prefill(input_ids)
 
     def beyond_trained_window(self, length: int) -> bool:
-        """RoPE scaling by `rope_factor` stretches the trained window by that factor."""
+        """RoPE scaling by `rope_factor` stretches the trained window by that factor (`auto`: to the input)."""
+        if self.config.rope_factor == "auto":
+            return False
         return length > self.model.config.max_position_embeddings * self.config.rope_factor
 
     def new_attention(self) -> FullAttention:

@@ -35,6 +35,13 @@ class InfLLMConfig(MethodConfig):
     them per layer on the device, least recently retrieved evicted first.
 
     Deviations from the official code:
+    - `score()` is causal: the queries of an execution block retrieve with the mean query of the
+      execution block before them, not their own block's mean (official), which includes the queries
+      of the tokens after each one, so a token's log-prob would depend on the tokens it precedes.
+      `score_lookahead=True` restores the official rule in `score()` (samples are then marked
+      `causal_score: false`, and perplexity refuses it unless its `allow_noncausal` is set).
+      Prefill and decode follow the official code: a prompt is fully known, and a decoded token
+      retrieves with its own query.
     - RoPE is the model's own rotary table, with its `rope_scaling`; the official `RotaryEmbeddingESM`
       rebuilds one from a `base` in the YAML file and ignores the model's scaling.
     - Each key is seen once by each query. The official torch path offsets the non-local mask by the
@@ -56,14 +63,15 @@ class InfLLMConfig(MethodConfig):
     exc_block_size: int = 512
     chunk_size: int = 8192
     offload: Literal["auto", "on", "off"] = "auto"
+    score_lookahead: bool = False
 
     @classmethod
     def small(cls) -> InfLLMConfig:
-        """Options for an 8K-context model (the embedded SmolLM2): a 2K window, 8 retrieved blocks.
+        """The official configs for 4K-context models (Vicuna-7B, MiniCPM-2B): a 2K window, 16 retrieved blocks.
 
-        The official Vicuna/MiniCPM configs shrink the window the same way (2048) for 4K-context models.
+        Used for the embedded 8K SmolLM2 so that a 4K-8K input already retrieves from past the window.
         """
-        return cls(n_local=2048, topk=8)
+        return cls(n_local=2048, topk=16)
 
     @model_validator(mode="after")
     def _check(self) -> InfLLMConfig:
@@ -189,6 +197,7 @@ class LayerMemory:
         # tokens neither initial nor in a block (the window and the remainder), from position `origin`
         self.recent = KVBuffer()
         self.scores: torch.Tensor | None = None  # [1, H, len(recent)] local attention each recent key received
+        self.previous_query: torch.Tensor | None = None  # [H * d] mean global query of the last execution block
         self.origin = 0
         self.init = KVBuffer()  # the first n_init tokens
         self.blocks = blocks
@@ -223,6 +232,7 @@ class ContextMemory:
         self.init_length = 0
         self.block_count = 0
         self._planned_for: torch.Tensor | None = None
+        self.causal = False  # retrieve with the previous execution block's mean query (InfLLM.score)
 
     def _plan(self, positions: torch.Tensor) -> None:
         """Execution blocks of a chunk of `len(positions)` new tokens and their masks, for all layers."""
@@ -261,6 +271,7 @@ class ContextMemory:
             queries = slice(block.start - first, block.stop - first)
             out.append(self._attend_block(memory, q[:, :, queries], q_global[:, :, queries], block))
             self._update(memory, block)
+            memory.previous_query = q_global[:, :, queries].mean(dim=2).flatten()
         consumed = self.plan[-1].to_blocks[1] - memory.origin
         memory.recent.drop(0, consumed)
         memory.scores = memory.scores[..., consumed:]
@@ -281,7 +292,9 @@ class ContextMemory:
         near_q = rotate(q, cos[at], sin[at])
         far_k, far_v = [], []
         if memory.blocks.count:
-            chosen = memory.blocks.retrieve(q_global.mean(dim=2).flatten(), self.config.topk)
+            # Blocks exist only after n_local tokens, so an execution block came before this one.
+            query = memory.previous_query if self.causal else q_global.mean(dim=2).flatten()
+            chosen = memory.blocks.retrieve(query, self.config.topk)
             block_k, block_v = memory.blocks.fetch(chosen)
             far_k.append(block_k)
             far_v.append(block_v)
@@ -355,6 +368,19 @@ class InfLLM(DecoderMethod):
         yield from spans(input_ids, 0, body, self.config.chunk_size)
         if body >= 0:
             yield body, input_ids[body:]
+
+    @property
+    def causal_score(self) -> bool:
+        """False with `score_lookahead`: retrieval then sees the queries of later tokens of the execution block."""
+        return not self.config.score_lookahead
+
+    def score(self, input_ids: torch.Tensor, greedy: bool = False):
+        """Log-probs of tokens 1..T-1, retrieving causally unless `score_lookahead` (see the config)."""
+        self.attention.causal = self.causal_score
+        try:
+            return super().score(input_ids, greedy)
+        finally:
+            self.attention.causal = False
 
     def beyond_trained_window(self, length: int) -> bool:
         """Relative positions stay below `n_local` whatever the input length."""

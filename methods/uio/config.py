@@ -24,6 +24,8 @@ class UIOConfig(MethodConfig):
     `over_context`: `error` (default; the official code has no eviction) or `keep_recent`, which
     drops the oldest segment memories, renumbers the rest from position 0 and decodes the open segment
     again over them, so the state is the one rebuilt from the kept memories -- an lch extension.
+    `memory`: False drops the memory (the no-memory control): each segment is decoded alone, from
+    position 0, exactly full attention over disjoint windows of `segment` tokens; the encoder never runs.
     `checkpoint`: a directory written by `UIO.save` (adapters + `<mem>` embedding); without it the
     adapters are at their zero initialisation (B = 0), i.e. an untrained UIO.
 
@@ -42,13 +44,21 @@ class UIOConfig(MethodConfig):
     window: int | None = None
     over_context: Literal["error", "keep_recent"] = "error"
     encode_batch: int = 8
+    memory: bool = True
     checkpoint: str | None = None
     checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
+    checkpoint_options: ClassVar[tuple[str, ...]] = ("segment", "memory_tokens", "lora_rank", "lora_alpha")
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, checkpoint: str | None) -> str | None:
-        if checkpoint is not None and not Path(checkpoint).is_dir():
+        if checkpoint is None:
+            return None
+        if not checkpoint.strip():
+            raise ValueError("UIO checkpoint is empty: name a checkpoint directory, or leave it out (untrained)")
+        if Path(checkpoint).is_file():
+            raise ValueError(f"UIO checkpoint '{checkpoint}' is a file, not a checkpoint directory")
+        if not Path(checkpoint).is_dir():
             raise ValueError(f"UIO checkpoint '{checkpoint}' does not exist")
         return checkpoint
 
@@ -71,7 +81,7 @@ class UIOConfig(MethodConfig):
 
     def max_context(self, window: int) -> int | None:
         """Longest input under `error`: memory of every full segment plus one raw segment fits `window`."""
-        if self.over_context == "keep_recent":
+        if self.over_context == "keep_recent" or not self.memory:
             return None
         return (window - self.segment) // self.memory_tokens * self.segment + self.segment
 

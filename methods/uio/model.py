@@ -121,6 +121,10 @@ class MemoryDecoderAttention:
             k = rotate(k, cos, sin)
             self.memory_k[layer] = k if self.memory_k[layer] is None else torch.cat([self.memory_k[layer], k], dim=2)
             self.memory_v[layer] = v if self.memory_v[layer] is None else torch.cat([self.memory_v[layer], v], dim=2)
+        self.drop_raw()
+
+    def drop_raw(self) -> None:
+        """Forget the open segment's raw K/V (its memory, if any, is already added)."""
         self.raw = [KVBuffer() for _ in self.raw]
 
     def drop_oldest(self) -> None:
@@ -136,7 +140,7 @@ class MemoryDecoderAttention:
         self.memory_v = [None] * len(self.memory_v)
         for kv in kept:
             self.add_segment(kv)
-        self.raw = [KVBuffer() for _ in self.raw]
+        self.drop_raw()
 
     def attend(self, layer, q, k, v, positions):
         """Rotate the block at its positions, cache its raw K/V, attend over memory + raw."""
@@ -192,8 +196,10 @@ class UIO(LongContextModel):
         return self.attention.nbytes()
 
     def beyond_trained_window(self, length: int) -> bool:
-        """Decoder positions (memory + open segment) never pass `window`."""
-        return min(length, self.window) > self.model.config.max_position_embeddings
+        """Decoder positions (memory + open segment) never pass `window`, nor `segment` without memory."""
+        return min(length, self.window if self.config.memory else self.config.segment) > (
+            self.model.config.max_position_embeddings
+        )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """LoRA weights of the encoder and transfer head, and the `<mem>` embedding."""
@@ -205,6 +211,8 @@ class UIO(LongContextModel):
 
         `trained_window` (the base model's, known once it is loaded) stands in for an unset `config.window`.
         """
+        if not config.memory:
+            raise UserError("uio with memory=false has nothing to train (the decoder is frozen)")
         if seq_len % config.segment or seq_len < 2 * config.segment:
             raise UserError(f"--seq-len {seq_len} must be a multiple of segment {config.segment}, at least 2 segments")
         window = config.window or trained_window
@@ -243,8 +251,13 @@ class UIO(LongContextModel):
         """Load what `save` wrote."""
         self.adapters.load(directory)
 
-    def _memory_kv(self, segments: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Encode full segments in batches of `encode_batch` (they are independent) and transfer each."""
+    def _memory_kv(self, segments: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """Encode full segments in batches of `encode_batch` (they are independent) and transfer each.
+
+        Without memory (`memory=False`) nothing is encoded: each segment's memory is None.
+        """
+        if not self.config.memory:
+            return [None] * len(segments)
         out = []
         for start in range(0, len(segments), self.config.encode_batch):
             ids = torch.tensor(segments[start : start + self.config.encode_batch], device=self.backbone.device)
@@ -256,7 +269,7 @@ class UIO(LongContextModel):
         """Apply the context policy before `tokens` more tokens enter the decoder."""
         if self.config.over_context == "error":
             total = self.compressed + len(self.open) + tokens
-            if total > self.max_context:
+            if self.max_context is not None and total > self.max_context:
                 raise InputTooLong(f"{total} tokens > max_context {self.max_context} of uio (window {self.window})")
             return
         attention, dropped = self.attention, False
@@ -283,8 +296,11 @@ class UIO(LongContextModel):
         return hidden
 
     def _close_segment(self, kv) -> None:
-        """The open segment is full: replace its raw K/V by its memory."""
-        self.attention.add_segment(kv)
+        """The open segment is full: replace its raw K/V by its memory (None: by nothing)."""
+        if kv is None:
+            self.attention.drop_raw()
+        else:
+            self.attention.add_segment(kv)
         self.compressed += len(self.open)
         self.open = []
 

@@ -185,3 +185,21 @@ def test_beyond_trained_window_follows_the_positions_each_method_uses(name, opti
     method = build(name, tiny_llama, **options)
     assert method.model.config.max_position_embeddings == 4096
     assert method.beyond_trained_window(length) is beyond
+
+
+def test_full_auto_rope_factor_fits_each_document(tiny_llama):
+    """`rope_factor: auto` is plain attention inside the trained window and YaRN x (T / window) past it."""
+    from methods.backbone import Backbone
+
+    trained = tiny_llama[0].config.max_position_embeddings
+    auto = build("full", tiny_llama, rope_scaling="yarn", rope_factor="auto")
+    short = ids_of(300)
+    torch.testing.assert_close(auto.score(short), build("full", tiny_llama).score(short), rtol=0, atol=0)
+    positions = torch.arange(0, 2 * trained, 997)
+    auto.reset()
+    auto._fit_rope(2 * trained)
+    yarn = Backbone(tiny_llama[0], {"rope_type": "yarn", "factor": 2.0})
+    torch.testing.assert_close(auto.backbone.rope(positions), yarn.rope(positions), rtol=0, atol=0)
+    assert not auto.beyond_trained_window(10 * trained)
+    with pytest.raises(ValueError, match="rope_factor=auto needs"):
+        METHODS.get("full").Config(rope_factor="auto")

@@ -161,6 +161,8 @@ def test_sliding_stride_equal_window_is_disjoint_and_resets(full, books):
     resets = []
 
     class Counting:
+        causal_score = True
+
         def reset(self):
             resets.append(1)
             method.reset()
@@ -214,3 +216,12 @@ def test_missing_books_and_hub_failure_are_one_line(tmp_path, monkeypatch, full)
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: iter(rows)))
     instance = Perplexity(PerplexityConfig(), tokenizer).instances(50, 1, 0)[0]
     assert instance.metadata["document"] == "8" and instance.metadata["skipped_before"] == 1
+
+
+def test_lookahead_scoring_is_refused_unless_allowed(tiny_llama, books):
+    infllm = METHODS.get("infllm")
+    method = infllm(*tiny_llama, infllm.Config(n_local=64, exc_block_size=32, block_size=16, score_lookahead=True))
+    instance = _task(tiny_llama[1], books).instances(200, 1, 0)[0]
+    with pytest.raises(UserError, match="allow_noncausal=true"):
+        _run(_task(tiny_llama[1], books), method, instance)
+    assert _run(_task(tiny_llama[1], books, allow_noncausal=True), method, instance).metrics["tokens"] == 199

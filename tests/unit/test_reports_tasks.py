@@ -44,6 +44,8 @@ def perplexity_store(tmp_path):
             _cell(store, cell_id, method, "perplexity", "perplexity", length, config)
             nll_total = tokens_total = 0.0
             buckets_nll, buckets_tokens = np.zeros(length // 512), np.zeros(length // 512)
+            per_document = []
+            lookahead = method == "streaming" and length == 4096  # as if scored by a look-ahead score()
             for doc in range(4):
                 nll = rng.uniform(2.0, 3.0, size=length // 512) * 512
                 tokens = np.full(length // 512, 512)
@@ -53,15 +55,18 @@ def perplexity_store(tmp_path):
                     {"instance_id": f"doc{doc}", "score": math.exp(total_nll / total_tokens),
                      "metrics": {"perplexity": math.exp(total_nll / total_tokens), "nll_sum": total_nll,
                                  "tokens": total_tokens},
-                     "metadata": {"position_nll": {"bucket": 512, "nll_sum": nll.tolist(), "tokens": tokens.tolist()}},
+                     "metadata": {"position_nll": {"bucket": 512, "nll_sum": nll.tolist(), "tokens": tokens.tolist()},
+                                  "causal_score": not lookahead},
                      **_cost(length, method)},
                 )  # fmt: skip
+                per_document.append(math.exp(total_nll / total_tokens))
                 nll_total, tokens_total = nll_total + total_nll, tokens_total + total_tokens
                 buckets_nll, buckets_tokens = buckets_nll + nll, buckets_tokens + tokens
             ppl = math.exp(nll_total / tokens_total)
             truth[(method, length)] = (ppl, buckets_nll / buckets_tokens)
-            store.close_cell(cell_id, "done", aggregate={"perplexity": ppl, "tokens": tokens_total, "documents": 4,
-                                                         "skipped_documents": 0})  # fmt: skip
+            aggregate = {"perplexity": ppl, "tokens": tokens_total, "documents": 4, "skipped_documents": 0,
+                         "mean_document_perplexity": float(np.mean(per_document))}  # fmt: skip
+            store.close_cell(cell_id, "done", aggregate=aggregate)
     store.close()
     return path, truth
 
@@ -94,6 +99,20 @@ def test_perplexity_report_has_protocol_and_curves(perplexity_store, tmp_path):
     assert "## Perplexity" in markdown and "protocol=sliding, window=1024, stride=512" in markdown
     assert {"perplexity_length.png", "position_nll.png"} <= {p.name for p in written.figures}
     assert "## Passkey" not in markdown and "## LongBench" not in markdown  # sections only with data
+
+
+def test_perplexity_report_shows_the_document_mean_and_marks_lookahead_scores(perplexity_store, tmp_path):
+    path, _ = perplexity_store
+    tables = build(path)
+    table = tables["perplexity"].set_index(["method", "length"])
+    documents = tables["samples"].groupby(["method", "length"])["score"].mean()
+    assert table["mean_document_perplexity"].to_dict() == pytest.approx(documents.to_dict())
+    assert table["noncausal"].to_dict() == {key: key == ("streaming", 4096) for key in table.index}
+    markdown = write_report(path, tmp_path / "out").markdown.read_text()
+    assert "per-document mean" in markdown
+    marked = [line for line in markdown.splitlines() if "‡" in line and line.startswith("|")]
+    assert len(marked) == 2 and all(line.startswith("| streaming") for line in marked)  # summary + perplexity table
+    assert "scored with a look-ahead" in markdown
 
 
 LONGBENCH = [  # dataset, category, language, per-sample scores (fractions), truncated flags, skipped flags

@@ -357,3 +357,25 @@ def test_base_model_is_untouched_and_few_parameters_train(tiny_llama_gqa):
     lora = lambda fan_in, fan_out: 4 * (fan_in + fan_out)  # noqa: E731
     assert trainable == layers * (lora(hidden, hidden) + 2 * lora(hidden, kv) + lora(hidden, kv)) + hidden
     assert all(not p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("length", [96, 97, 100])
+def test_without_memory_equals_full_attention_over_disjoint_segments(tiny_llama_gqa, length):
+    """The no-memory control: each segment decoded alone from position 0, its last token predicting the next one."""
+    ids = ids_of(length, seed=4)
+    method = build(tiny_llama_gqa, segment=16, memory_tokens=4, lora_rank=2, lora_alpha=8, memory=False)
+    randomise_adapters(method)  # adapters only feed the memory: without it they change nothing
+    full = METHODS.get("full")(*tiny_llama_gqa, METHODS.get("full").Config())
+    expected = []
+    for start in range(0, length - 1, 16):
+        full.reset()
+        expected.append(full.score(ids[start : start + 17]))
+    torch.testing.assert_close(method.score(ids), torch.cat(expected), atol=1e-5, rtol=0)
+    assert method.max_context is None and method.state_bytes() < 16 * Backbone(tiny_llama_gqa[0]).kv_bytes_per_token()
+    with_memory = build(tiny_llama_gqa, segment=16, memory_tokens=4, lora_rank=2, lora_alpha=8)
+    assert (with_memory.score(ids)[16:] - torch.cat(expected)[16:]).abs().max() > 1e-3
+
+
+def test_without_memory_cannot_be_trained():
+    with pytest.raises(UserError, match="nothing to train"):
+        METHODS.get("uio").check_document_length(UIOConfig(segment=16, memory_tokens=4, memory=False), 64)
