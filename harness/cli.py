@@ -29,6 +29,8 @@ def _options(pairs: list[str], what: str) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"{what} '{pair}' must look like key=value")
+        if not value.strip():
+            raise UserError(f"{what} '{pair}' has no value (leave the option out for its default)")
         try:
             parsed = [yaml.safe_load(v) for v in value.split(",") if v] if "," in value else yaml.safe_load(value)
         except yaml.YAMLError as error:
@@ -38,14 +40,21 @@ def _options(pairs: list[str], what: str) -> dict[str, Any]:
     return options
 
 
-def _lengths(text: str) -> list[int]:
+def _positive_ints(text: str, flag: str = "--lengths") -> list[int]:
+    """`"1024,4096"` -> `[1024, 4096]`; an empty item, a non-integer or a value below 1 is a one-line error."""
     try:
-        lengths = [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",")]
     except ValueError:
-        raise UserError(f"--lengths must be comma-separated positive integers, got '{text}'") from None
-    if not lengths or min(lengths) < 1:
-        raise UserError(f"--lengths must be comma-separated positive integers, got '{text}'")
-    return lengths
+        values = []
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} must be comma-separated positive integers, got '{text}'")
+    return values
+
+
+def _positive(value: int, flag: str) -> int:
+    if value < 1:
+        raise UserError(f"{flag} must be a positive integer, got {value}")
+    return value
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -87,10 +96,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "samples": args.samples, "output": args.output, "flops": args.flops,
         "methods": [{"name": args.method, "options": _options(args.method_opt, "--method-opt")}],
         "tasks": [{"name": args.task, "options": _options(args.task_opt, "--task-opt"),
-                   "lengths": _lengths(args.lengths) if args.lengths else None}],
+                   "lengths": _positive_ints(args.lengths) if args.lengths else None}],
     }  # fmt: skip
     spec = validate(SweepSpec, data, "lch eval")
-    outcomes = run_sweep(spec, retry_failed=args.retry_failed, progress=not args.quiet, command=_command())
+    outcomes = run_sweep(
+        spec, retry_failed=args.retry_failed, progress=not args.quiet, command=_command(), check_methods=True
+    )
     _report_outcomes(outcomes, spec.output)
 
 
@@ -189,7 +200,9 @@ def cmd_gradients(args: argparse.Namespace) -> None:
         raise UserError(f"lch gradients compares strategies itself: drop {', '.join('--' + k for k in train_options)}")
     config = validate(cls.Config, method_options | _options(args.method_opt, "--method-opt"), f"method '{cls.name}'")
     cls.check_document_length(config, args.seq_len)
-    strategies, windows = args.strategies.split(","), _lengths(args.window)
+    strategies, windows = args.strategies.split(","), _positive_ints(args.window, "--window")
+    _positive(args.documents, "--documents")
+    _positive(args.seeds, "--seeds")
     check_strategies(cls, strategies)
     root = args.data or (str(data_dir() / "books") if data_dir() else None)
     if root is None:
@@ -208,6 +221,11 @@ def cmd_export_tokenizer(args) -> None:
     """Print the directory; with --out, save only the tokenizer there."""
     from harness.models import export_dir
 
+    if args.out:  # checked before the model is exported, which takes a while the first time
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot write the tokenizer into '{args.out}': {error.strerror or error}") from None
     directory = export_dir(args.model)
     if args.out:
         from transformers import AutoTokenizer

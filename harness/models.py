@@ -145,6 +145,8 @@ def _pretrained(path_or_id: str, torch_dtype: torch.dtype):
     if not local.is_dir() and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") != 1):
         builtin = ", ".join(model_names())
         raise UserError(f"model '{path_or_id}' is neither a directory nor a hub id (owner/name). Built-in: {builtin}")
+    if not local.is_dir():
+        _check_hub_reachable(path_or_id)
     try:
         with _quiet_hub():
             tokenizer = AutoTokenizer.from_pretrained(path_or_id)
@@ -154,6 +156,25 @@ def _pretrained(path_or_id: str, torch_dtype: torch.dtype):
         hint = "check the path, the id, or HF_TOKEN/network"
         raise UserError(f"cannot load model '{path_or_id}' ({hint}): {first_line}") from None
     return model, tokenizer
+
+
+def _check_hub_reachable(repo_id: str) -> None:
+    """Fail at once for a hub id that is neither cached nor downloadable (the hub client retries for ~50 s)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE or isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # offline mode fails fast by itself; a cached model loads without the network
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as error:
+        raise UserError(
+            f"cannot load model '{repo_id}': it is not in the local cache and {endpoint.hostname} cannot be reached "
+            f"({error.strerror or error})"
+        ) from None
 
 
 @contextlib.contextmanager

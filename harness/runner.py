@@ -6,6 +6,7 @@ import json
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -31,13 +32,26 @@ class Outcome:
     error: str | None = None
 
 
-def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True, command: str = "") -> list[Outcome]:
+def run_sweep(
+    spec: SweepSpec, retry_failed: bool = False, progress: bool = True, command: str = "", check_methods: bool = False
+) -> list[Outcome]:
     """Run every cell of `spec` not yet complete in its store; return what happened to each cell.
 
     A run is recorded in the store's `runs` table only when it has cells to run, and only once the
-    model has loaded, so a bad input or a rerun of a finished sweep leaves the store as it was.
+    model has loaded, so a bad input or a rerun of a finished sweep leaves the store as it was (a store
+    this call created is removed again when it fails before recording a run).
+
+    Args:
+        spec: the sweep.
+        retry_failed: rerun cells stored as failed, oom or over_length.
+        progress: show a progress bar.
+        command: the command line stored with the run.
+        check_methods: build every method once before the run is recorded, so a method that cannot be
+            built (a checkpoint that does not load) is a `UserError` instead of a failed cell
+            (`lch eval`; a sweep records the cell and goes on).
     """
     cells = expand(spec)  # validates every name, option, data path and the device before any model is loaded
+    created = not Path(spec.output).exists()
     store = Store(spec.output)  # an output that is not an lch store, or cannot be written, stops here
     try:
         outcomes = []
@@ -51,16 +65,25 @@ def run_sweep(spec: SweepSpec, retry_failed: bool = False, progress: bool = True
             else:
                 todo.append(cell)
         if todo:
-            outcomes += _run_cells(spec, todo, store, progress, command)
-    finally:
+            outcomes += _run_cells(spec, todo, store, progress, command, check_methods)
+    except BaseException:
         store.close()
+        if created and not store.has_runs():
+            store.remove()
+        raise
+    store.close()
     order = {cell.cell_id: index for index, cell in enumerate(cells)}
     return sorted(outcomes, key=lambda outcome: order[outcome.cell.cell_id])
 
 
-def _run_cells(spec: SweepSpec, todo: list[Cell], store: Store, progress: bool, command: str) -> list[Outcome]:
+def _run_cells(
+    spec: SweepSpec, todo: list[Cell], store: Store, progress: bool, command: str, check_methods: bool
+) -> list[Outcome]:
     # The model loads before the run is recorded: an unloadable model is a user error that must not touch the store.
     loaded = load_model(spec.model, spec.dtype, spec.device)
+    if check_methods:
+        for cell in {cell.label: cell for cell in todo}.values():
+            METHODS.get(cell.method)(*loaded, cell.method_config)
     run_id = uuid.uuid4().hex[:12]
     store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
     outcomes = []

@@ -11,6 +11,7 @@ JSON columns hold configs, metrics and metadata. `status` is one of `STATUSES`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -102,17 +103,34 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA)  # a no-op on an existing store: reading it changes no byte
         except (OSError, sqlite3.Error) as error:
             raise UserError(f"cannot write results store '{self.path}': {error}") from None
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection, back in rollback-journal mode when no one else has the store open.
+
+        WAL mode lets a report read while a sweep writes; left in WAL mode, every later reader would
+        make `-wal`/`-shm` files beside a store it only reads.
+        """
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            with contextlib.suppress(sqlite3.OperationalError):  # another connection holds it: it stays WAL
+                self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
 
+    def has_runs(self) -> bool:
+        """Whether any run was recorded (readable after `close`)."""
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
+
+    def remove(self) -> None:
+        """Delete the store's files (a store made by a command that then failed)."""
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
     def start_run(self, run_id: str, command: str, provenance: dict[str, Any], config: dict[str, Any]) -> None:
-        """Record a run with its provenance and full resolved config."""
+        """Record a run with its provenance and full resolved config; from here on the store is in WAL mode."""
+        self.db.execute("PRAGMA journal_mode=WAL")  # a report may read while the run writes
         self.db.execute(
             "INSERT INTO runs VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
             (run_id, now(), command, provenance["git_commit"], json.dumps(provenance["packages"]),

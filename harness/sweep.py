@@ -6,11 +6,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from harness.checkpoints import with_checkpoint_options
 from harness.errors import UserError
 from harness.models import DEFAULT_MODEL, check_device
 
@@ -142,11 +143,23 @@ def one_line(error: ValidationError, where: str, fields: list[str], given: dict[
 
 
 def validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
-    """Build `model(**data)`, turning validation errors into a one-line `UserError`."""
+    """Build `model(**data)`, turning validation errors into a one-line `UserError`.
+
+    A scalar given for a list-only field is a one-element list (`--task-opt depths=0.5`).
+    """
+    data = {
+        name: [value] if _list_only(model, name) and not isinstance(value, list | tuple) else value
+        for name, value in data.items()
+    }
     try:
         return model(**data)
     except ValidationError as error:
         raise UserError(one_line(error, where, list(model.model_fields), data)) from None
+
+
+def _list_only(model: type[BaseModel], name: str) -> bool:
+    field = model.model_fields.get(name)
+    return field is not None and get_origin(field.annotation) is list
 
 
 def load_sweep(path: str | Path, output: str | None = None) -> SweepSpec:
@@ -192,7 +205,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
     repeated = {m.name for m in spec.methods if sum(o.name == m.name for o in spec.methods) > 1}
     for method in spec.methods:
         cls = METHODS.get(method.name)
-        config = validate(cls.Config, method.options, f"method '{method.name}'")
+        where = f"method '{method.name}'"
+        config = validate(cls.Config, with_checkpoint_options(cls, method.options, where), where)
         label = method.label or method.name
         if method.label is None and method.name in repeated:
             label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"

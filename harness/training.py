@@ -31,13 +31,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from harness.checkpoints import SPEC_FILE
 from harness.errors import UserError
 from harness.models import load_model
-from tasks.data import read_book
+from tasks.data import read_book, undecodable_share
 from tasks.perplexity import PG19_TEST_IDS
 
 STATE_FILE = "trainer_state.pt"
-SPEC_FILE = "training.json"
+NOTICEABLE, MOST = 0.01, 0.5  # shares of undecodable bytes in a training book: warn, refuse
 LOG_FILE = "train_log.jsonl"
 
 
@@ -79,6 +80,13 @@ def training_books(data: str, allow_test_data: bool) -> list[Path]:
     books = sorted(root.rglob("*.txt")) if root.is_dir() else [root]
     if not books:
         raise UserError(f"--data '{data}' holds no .txt files")
+    for book in books:
+        share = undecodable_share(book.read_bytes())
+        if share > MOST:
+            raise UserError(f"--data: '{book}' is not text ({share:.0%} of its bytes are undecodable or control bytes)")
+        if share > NOTICEABLE:
+            warning = f"lch: warning: {share:.1%} of the bytes of '{book}' are undecodable or control bytes"
+            print(warning, file=sys.stderr)
     test = [book for book in books if book.name.split("_")[0].split(".")[0] in PG19_TEST_IDS]
     if allow_test_data or not test:
         return books
@@ -166,6 +174,8 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
     if previous is None:
         if out.is_dir() and any(out.iterdir()):
             raise UserError(f"--out '{out}' is not empty and holds no lch training checkpoint")
+        if resume:
+            raise UserError(f"--resume: no checkpoint in --out '{out}' to go on from (leave out --resume to start)")
         return None
     before = json.loads((previous / SPEC_FILE).read_text())
     if before.get("method") != spec.method:
@@ -177,6 +187,21 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
     if changed:
         raise UserError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({previous / SPEC_FILE})")
     return previous
+
+
+def load_state(previous: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint to resume; a missing or unreadable one is a one-line error."""
+    path = previous / STATE_FILE
+    if not path.is_file():
+        raise UserError(f"--resume: checkpoint '{previous}' has no {STATE_FILE} (incomplete: train into a new --out)")
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - a truncated zip, random bytes, a pickle of something else
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"--resume: '{path}' cannot be read ({reason})") from None
+    if not isinstance(state, dict) or not {"step", "position", "log", "optimizer", "scheduler", "rng"} <= set(state):
+        raise UserError(f"--resume: '{path}' is not an lch trainer state")
+    return state
 
 
 def build_trainable(spec: TrainSpec, config, train_config, loaded=None):
@@ -227,6 +252,7 @@ def train(
 
     config, train_config = method_configs(spec)  # validated before anything is read or loaded
     previous = check_out(spec, resume)
+    resumed = load_state(previous) if previous is not None else None
     books = training_books(spec.data, spec.allow_test_data)
     torch.manual_seed(spec.seed)  # adapters draw their initial weights from it
     method = build_trainable(spec, config, train_config, loaded)
@@ -236,7 +262,7 @@ def train(
     state: dict[str, Any] = {"step": 0, "position": 0, "log": []}
     if previous is not None:
         method.load(previous)
-        state = torch.load(previous / STATE_FILE, weights_only=False)
+        state = resumed
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])

@@ -20,10 +20,14 @@ class MethodConfig(BaseModel):
 
     `checkpoint_fields` names the fields that hold a checkpoint directory: a sweep cell's identity hashes
     that directory's contents, so retraining into the same folder makes new cells (`harness.sweep`).
+    `checkpoint_options` names the options a checkpoint fixes (shapes, scales, the RoPE factor a decoder
+    was trained with): evaluation takes them from the checkpoint's `training.json` and refuses a
+    contradicting one (`harness.checkpoints`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     checkpoint_fields: ClassVar[tuple[str, ...]] = ()
+    checkpoint_options: ClassVar[tuple[str, ...]] = ()
 
 
 class InputTooLong(Exception):

@@ -56,8 +56,9 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     if not path.is_file():
         raise UserError(f"results store '{path}' not found")
     try:
-        # Read-only, and closed when done (sqlite3's own context manager only commits).
-        with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+        # A plain connection, closed when done (sqlite3's own context manager only commits): it only reads,
+        # and as the last one out of a WAL store it removes the -wal/-shm files a read-only one would leave.
+        with contextlib.closing(sqlite3.connect(path)) as db:
             cells = pd.read_sql_query("SELECT * FROM cells", db)
             samples = pd.read_sql_query("SELECT * FROM samples ORDER BY cell_id, idx", db)
             runs = pd.read_sql_query("SELECT * FROM runs ORDER BY started", db)

@@ -61,6 +61,11 @@ class LmEval(Task):
         self._tasks: dict[str, Any] = {}
 
     @classmethod
+    def check_config(cls, config: LmEvalConfig) -> None:
+        """The lm-eval task names exist (lm-eval's index, read once per process), before anything runs."""
+        _check_names(config.tasks, _manager(json.dumps(config.metadata, sort_keys=True)))
+
+    @classmethod
     def report_name(cls, config: dict[str, Any]) -> str:
         """`lm-eval:niah_single_1+niah_multikey_1`: different lm-eval tasks are different benchmarks."""
         return f"{cls.name}:{'+'.join(config.get('tasks', []))}"
@@ -155,16 +160,21 @@ def _manager(metadata_json: str):
     return TaskManager(include_path=str(TASKS_DIR), metadata=json.loads(metadata_json))
 
 
+def _check_names(names, manager) -> None:
+    """Every name is an lm-eval task or group the manager indexes, else a one-line error with close names."""
+    for name in names:
+        if name not in manager.all_tasks:
+            close = difflib.get_close_matches(name, manager.all_tasks, n=5)
+            raise UserError(f"unknown lm-eval task '{name}'. Close names: {', '.join(close) or 'none'}")
+
+
 @functools.cache
 def _load_tasks(names: tuple[str, ...], metadata_json: str) -> dict[str, Any]:
     """lm-eval Task objects by name, groups flattened; cached (indexing lm-eval's YAML takes seconds)."""
     from lm_eval.tasks import get_task_dict
 
     manager = _manager(metadata_json)
-    for name in names:
-        if name not in manager.all_tasks:
-            close = difflib.get_close_matches(name, manager.all_tasks, n=5)
-            raise UserError(f"unknown lm-eval task '{name}'. Close names: {', '.join(close) or 'none'}")
+    _check_names(names, manager)
     with _seeded():
         return dict(_flatten(get_task_dict(list(names), manager)))
 

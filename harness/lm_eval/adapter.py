@@ -35,6 +35,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
 
+from harness.checkpoints import with_checkpoint_options
 from harness.errors import UserError
 from harness.models import DEFAULT_MODEL, load_model
 from harness.sweep import validate
@@ -75,9 +76,16 @@ class LchLM(TemplateLM):
             **method_options: fields of the method's config, e.g. `n_local=2048`.
         """
         super().__init__()
-        model_obj, tokenizer_obj = load_model(model, dtype, "auto" if device is None else _lch_device(device))
-        cls = METHODS.get(method)
-        self._init(cls(model_obj, tokenizer_obj, validate(cls.Config, method_options, f"method '{method}'")))
+        try:
+            cls = METHODS.get(method)
+            where = f"method '{method}'"
+            config = validate(cls.Config, with_checkpoint_options(cls, method_options, where), where)
+            model_obj, tokenizer_obj = load_model(model, dtype, "auto" if device is None else _lch_device(device))
+            self._init(cls(model_obj, tokenizer_obj, config))
+        except UserError as error:
+            # lm-eval reports its own bad --model / --model_args as a ValueError with a one-line message
+            # (lm_eval/api/registry.py::get_model); lch's bad arguments read the same, without lch's frames.
+            raise ValueError(" ".join(str(error).splitlines())) from None
 
     @classmethod
     def wrap(cls, method: LongContextModel) -> LchLM:

@@ -80,11 +80,25 @@ class UIOAdapters(nn.Module):
             if not (directory / file).is_file():
                 raise UserError(f"UIO checkpoint '{directory}' has no {file} (written by the UIO trainer / UIO.save)")
         device = self.memory_embedding.device
-        for name, file in FILES.items():
-            result = set_peft_model_state_dict(
-                getattr(self, name), load_file(directory / file, device=str(device)), adapter_name=name
-            )
-            if result.unexpected_keys:
-                raise UserError(f"UIO checkpoint '{directory}' does not match this model: {result.unexpected_keys[0]}")
-        with torch.no_grad():
-            self.memory_embedding.copy_(load_file(directory / MEMORY_FILE)["memory_embedding"])
+        try:
+            for name, file in FILES.items():
+                result = set_peft_model_state_dict(
+                    getattr(self, name), load_file(directory / file, device=str(device)), adapter_name=name
+                )
+                if result.unexpected_keys:
+                    raise UserError(
+                        f"UIO checkpoint '{directory}' does not match this model: {result.unexpected_keys[0]}"
+                    )
+            with torch.no_grad():
+                self.memory_embedding.copy_(load_file(directory / MEMORY_FILE)["memory_embedding"])
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - truncated files, wrong shapes, missing keys: all the user's
+            raise UserError(f"UIO checkpoint '{directory}' cannot be loaded: {_first_problems(error)}") from None
+
+
+def _first_problems(error: Exception, lines: int = 2) -> str:
+    """The error's first `lines` informative lines (a state-dict error lists every mismatched tensor)."""
+    text = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    more = f" (and {len(text) - lines} more)" if len(text) > lines else ""
+    return " ".join(text[:lines]) + more

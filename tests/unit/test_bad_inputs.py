@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import sqlite3
@@ -24,6 +25,11 @@ PASSKEY = ["--method", "full", "--task", "passkey", "--lengths", "300"]
 PERPLEXITY = ["--method", "full", "--task", "perplexity", "--lengths", "300"]
 LONGBENCH = ["--method", "full", "--task", "longbench"]
 NO_STORE = ["text.txt", "random.bin", "empty.bin", "README.md", "other.sqlite"]
+TINY_UIO = ["--segment", "16", "--memory-tokens", "4", "--lora-rank", "2", "--lora-alpha", "8"]
+TRAIN = ["train", "uio", "--model", "tiny-random-llama", "--data", "{d}/train", "--steps", "1", "--seq-len", "64",
+         *TINY_UIO, "--quiet"]  # fmt: skip
+GRADIENTS = ["gradients", "--model", "tiny-random-llama", "--data", "{d}/train", "--seq-len", "64", *TINY_UIO[:4]]
+UIO_EVAL = [*EVAL, "--method", "uio", "--task", "passkey", "--lengths", "300"]
 
 SWEEPS = {
     "ok.yaml": "model: tiny-random-llama\noutput: {d}/store.sqlite\nmethods: [{name: full}]\n"
@@ -40,6 +46,8 @@ SWEEPS = {
     "tasks: [{name: passkey, lengths: [300]}]\n",
     "device.yaml": "model: tiny-random-llama\ndevice: tpu\nmethods: [{name: full}]\n"
     "tasks: [{name: passkey, lengths: [300]}]\n",
+    "lm_eval_typo.yaml": "model: tiny-random-llama\nmethods: [{name: full}]\n"
+    "tasks: [{name: lm-eval, options: {tasks: [niah_singel_1]}, lengths: [300]}]\n",
 }
 
 # (id, command, what the one line must say)
@@ -80,6 +88,8 @@ CASES = [
     ("lengths-zero", [*EVAL, *PASSKEY, "--lengths", "0"], "--lengths must be comma-separated positive integers"),
     ("lengths-empty", [*EVAL, *PASSKEY, "--lengths", ","], "--lengths must be comma-separated positive integers"),
     ("lengths-negative", [*EVAL, *PASSKEY, "--lengths=-5"], "--lengths must be comma-separated positive integers"),
+    ("lengths-empty-item", [*EVAL, *PASSKEY, "--lengths", "1024,,2048"], "--lengths must be comma-separated positive"),
+    ("option-without-value", [*EVAL, *PASSKEY, "--method-opt", "chunk_size="], "'chunk_size=' has no value"),
     ("samples-zero", [*EVAL, *PASSKEY, "--samples", "0"], "samples: Input should be greater than 0"),
     ("samples-negative", [*EVAL, *PASSKEY, "--samples", "-3"], "samples: Input should be greater than 0"),
     ("dtype", [*EVAL, *PASSKEY, "--dtype", "float64"], "dtype: Input should be 'float32', 'bfloat16' or 'float16'"),
@@ -88,6 +98,8 @@ CASES = [
     ("device-cuda-without-cuda", [*EVAL, *PASSKEY, "--device", "cuda"], "CUDA is not available"),
     ("device-cuda-99", [*EVAL, *PASSKEY, "--device", "cuda:99"], "device 'cuda:99' asked for, but"),
     ("model-unknown-hub-id", [*EVAL, *PASSKEY, "--model", "no/such"], "cannot load model 'no/such'"),
+    ("model-unknown-hub-id-new-store", [*EVAL, *PASSKEY, "--model", "no/such", "--output", "{d}/new.sqlite"],
+     "cannot load model 'no/such'"),
     ("model-missing-dir", [*EVAL, *PASSKEY, "--model", "./nowhere"], "is neither a directory nor a hub id"),
     ("output-unwritable", [*EVAL, *PASSKEY, "--output", "/proc/x.sqlite"],
      "cannot write results store '/proc/x.sqlite': unable to open database file"),
@@ -110,6 +122,36 @@ CASES = [
      "LongBench 'narrativeqa': no narrativeqa.jsonl in {d}/folder/longbench or {d}/folder"),
     ("longbench-unknown-dataset", [*EVAL, *LONGBENCH, "--task-opt", "datasets=nosuch"],
      "unknown LongBench dataset 'nosuch'"),
+    # checkpoints given to lch eval: a checkpoint that cannot load is the user's error, before anything is stored
+    ("uio-checkpoint-empty-dir", [*UIO_EVAL, "--method-opt", "checkpoint={d}/folder"],
+     "UIO checkpoint '{d}/folder' has no encoder_adapter.safetensors"),
+    ("uio-checkpoint-corrupt", [*UIO_EVAL, "--method-opt", "checkpoint={d}/ckpt-corrupt"],
+     "UIO checkpoint '{d}/ckpt-corrupt' cannot be loaded"),
+    ("uio-checkpoint-truncated", [*UIO_EVAL, "--method-opt", "checkpoint={d}/ckpt-truncated"],
+     "UIO checkpoint '{d}/ckpt-truncated' cannot be loaded"),
+    ("uio-checkpoint-other-method", [*UIO_EVAL, "--method-opt", "checkpoint={d}/ckpt-other"],
+     "checkpoint '{d}/ckpt-other' was trained for method 'longlora', not 'uio'"),
+    ("uio-checkpoint-contradicted", [*UIO_EVAL, "--method-opt", "checkpoint={d}/ckpt", "--method-opt", "segment=32"],
+     "segment=32 contradicts checkpoint '{d}/ckpt', trained with segment=16"),
+    ("uio-checkpoint-size-mismatch", [*UIO_EVAL, "--method-opt", "checkpoint={d}/ckpt-bare", "--method-opt",
+                                      "segment=16", "--method-opt", "memory_tokens=4"],
+     "size mismatch for layers.0.self_attn.q_proj.lora_A.encoder.weight: copying a param with shape"),
+    ("uio-checkpoint-file", [*UIO_EVAL, "--method-opt", "checkpoint={d}/text.txt"], "is a file, not a checkpoint"),
+    ("uio-checkpoint-empty", [*UIO_EVAL, "--method-opt", "checkpoint="], "'checkpoint=' has no value"),
+    # training and gradients
+    ("train-resume-nothing", [*TRAIN, "--out", "{d}/fresh", "--resume"], "--resume: no checkpoint in --out"),
+    ("train-resume-no-state", [*TRAIN, "--out", "{d}/ckpt-nostate", "--resume"], "has no trainer_state.pt"),
+    ("train-resume-truncated-state", [*TRAIN, "--out", "{d}/ckpt-badstate", "--resume"],
+     "trainer_state.pt' cannot be read"),
+    ("train-binary-data", [*TRAIN, "--data", "{d}/garbage", "--out", "{d}/fresh"],
+     "'{d}/garbage/noise.txt' is not text (52% of its bytes are undecodable"),
+    ("gradients-documents-zero", [*GRADIENTS, "--documents", "0"], "--documents must be a positive integer, got 0"),
+    ("gradients-documents-negative", [*GRADIENTS, "--documents", "-1"], "--documents must be a positive integer"),
+    ("gradients-seeds-zero", [*GRADIENTS, "--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    ("gradients-window-zero", [*GRADIENTS, "--window", "0"], "--window must be comma-separated positive integers"),
+    ("gradients-window-text", [*GRADIENTS, "--window", "abc"], "--window must be comma-separated positive integers"),
+    ("export-tokenizer-unwritable", ["export-tokenizer", "--model", "tiny-random-llama", "--out", "/proc/tok"],
+     "cannot write the tokenizer into '/proc/tok'"),
     # sweep files
     ("sweep-absent", ["run", "{d}/absent.yaml"], "sweep file '{d}/absent.yaml' not found"),
     ("sweep-directory", ["run", "{d}/folder"], "sweep file '{d}/folder' is a directory"),
@@ -124,6 +166,7 @@ CASES = [
     ("sweep-no-lengths", ["run", "{d}/no_lengths.yaml"], "task 'passkey' needs lengths"),
     ("sweep-samples-zero", ["run", "{d}/samples.yaml"], "samples: Input should be greater than 0"),
     ("sweep-device", ["run", "{d}/device.yaml"], "unknown device 'tpu'"),
+    ("sweep-unknown-lm-eval-task", ["run", "{d}/lm_eval_typo.yaml"], "unknown lm-eval task 'niah_singel_1'"),
     ("sweep-output-not-a-store", ["run", "{d}/ok.yaml", "--output", "{d}/random.bin"],
      "'{d}/random.bin' is not an lch results store"),
     # stores to read
@@ -162,7 +205,33 @@ def inputs(tmp_path_factory) -> Path:
     (root / "data" / "books" / "99_tale.txt").write_text("Once upon a time there was a long book.\n")
     for name, text in SWEEPS.items():
         (root / name).write_text(text)
+    _checkpoints(root)
     return root
+
+
+def _checkpoints(root: Path) -> None:
+    """A UIO checkpoint trained with non-default options, and broken copies of it."""
+    (root / "train").mkdir()
+    (root / "train" / "1_story.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    (root / "garbage").mkdir()
+    (root / "garbage" / "noise.txt").write_bytes(random.Random(1).randbytes(20_000))
+    trained = main([part.replace("{d}", str(root)) for part in [*TRAIN, "--out", "{d}/ckpt"]])
+    assert trained == 0
+    ckpt = root / "ckpt"
+    names = ("corrupt", "truncated", "other", "bare", "nostate", "badstate")
+    variants = {name: root / f"ckpt-{name}" for name in names}
+    for folder in variants.values():
+        shutil.copytree(ckpt, folder)
+    adapter = "encoder_adapter.safetensors"
+    (variants["corrupt"] / adapter).write_bytes(random.Random(2).randbytes(4096))
+    whole = (ckpt / adapter).read_bytes()
+    (variants["truncated"] / adapter).write_bytes(whole[: len(whole) // 2])
+    spec = json.loads((ckpt / "training.json").read_text())
+    (variants["other"] / "training.json").write_text(json.dumps({**spec, "method": "longlora"}))
+    (variants["bare"] / "training.json").unlink()
+    (variants["nostate"] / "trainer_state.pt").unlink()
+    state = (ckpt / "trainer_state.pt").read_bytes()
+    (variants["badstate"] / "trainer_state.pt").write_bytes(state[: len(state) // 3])
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -178,6 +247,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(command, message, inpu
     shutil.copytree(inputs, work)
     for sweep in work.glob("*.yaml"):  # sweeps name their output inside this case's copy
         sweep.write_text(sweep.read_text().replace("{d}", str(work)))
+    for spec in work.rglob("training.json"):  # checkpoints name their training data there
+        spec.write_text(spec.read_text().replace(str(inputs), str(work)))
     before = _files(work)
     capsys.readouterr()
     status = main([part.replace("{d}", str(work)) for part in command])
@@ -190,6 +261,4 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(command, message, inpu
     after = _files(work)
     assert {name: after.get(name) for name in before} == before, "a file given to the command changed"
     new = set(after) - set(before)
-    if command[:1] == ["report"]:  # reports.tables.load opens the store `?mode=ro`, which leaves -wal/-shm beside it
-        new = {name for name in new if not name.endswith(("-wal", "-shm"))}
     assert not new, f"the command made files {sorted(new)}"

@@ -1,0 +1,70 @@
+"""A checkpoint evaluates by itself: the options it was trained with come from its `training.json`.
+
+`lch train` writes `training.json` (the `TrainSpec`: method name and the options given) beside the
+weights. When a sweep or `lch eval` names a checkpoint, every option of the method's
+`Config.checkpoint_options` that the user left out is taken from there, and one that contradicts it
+is a one-line error: evaluating a checkpoint with other shapes or scales than it was trained with
+is never what a user means. A folder without `training.json` (written by `save()` alone) is taken as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+SPEC_FILE = "training.json"
+
+
+def trained_options(directory: str) -> tuple[str | None, dict[str, Any]] | None:
+    """`(method, options given to lch train)` from a checkpoint's `training.json`; None without one."""
+    path = Path(directory) / SPEC_FILE
+    if not path.is_file():
+        return None
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"checkpoint '{directory}': {SPEC_FILE} is not readable JSON ({error})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("method_options", {}), dict):
+        raise UserError(f"checkpoint '{directory}': {SPEC_FILE} is not an lch training spec")
+    return spec.get("method"), spec.get("method_options", {})
+
+
+def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[str, Any]:
+    """`options` completed with what each named checkpoint was trained with.
+
+    Args:
+        cls: the registered method class (its `name` and `Config`).
+        options: the options the user gave.
+        where: prefix of error messages (`method 'uio'`).
+
+    Raises:
+        UserError: a checkpoint was trained for another method, or an option contradicts it.
+    """
+    from harness.sweep import validate
+
+    config_cls = cls.Config
+    merged = dict(options)
+    for field in config_cls.checkpoint_fields:
+        directory = options.get(field)
+        if not isinstance(directory, str) or not directory.strip() or not Path(directory).is_dir():
+            continue  # the config's own validator words a missing, empty or file-valued checkpoint
+        found = trained_options(directory)
+        if found is None:
+            continue
+        method, stored = found
+        if method != cls.name:
+            raise UserError(f"{where}: checkpoint '{directory}' was trained for method '{method}', not '{cls.name}'")
+        fixed = {key: value for key, value in stored.items() if key in config_cls.checkpoint_options}
+        trained = validate(config_cls, fixed, f"{where}: checkpoint '{directory}'")
+        given = validate(config_cls, {**fixed, **options}, where)
+        for key in config_cls.checkpoint_options:
+            if key in options and getattr(given, key) != getattr(trained, key):
+                raise UserError(
+                    f"{where}: {key}={options[key]} contradicts checkpoint '{directory}', trained with "
+                    f"{key}={getattr(trained, key)} ({SPEC_FILE}); leave {key} out to use it"
+                )
+        merged = {**fixed, **merged}
+    return merged
