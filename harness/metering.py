@@ -38,6 +38,7 @@ class Costs:
     decode_s: float = 0.0
     peak_mem_bytes: int = 0
     flops: float | None = None
+    others_cpu: float | None = None  # share of the machine's CPU time other processes used meanwhile
 
 
 class Metered:
@@ -110,6 +111,29 @@ def peak_memory(device: torch.device, costs: Costs):
         thread.join()
         sampler.peak = max(sampler.peak, psutil.Process().memory_info().rss)
         costs.peak_mem_bytes = sampler.peak - baseline
+
+
+def _busy_seconds(times) -> float:
+    """CPU seconds spent busy, summed over all CPUs, from `psutil.cpu_times()`."""
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+@contextlib.contextmanager
+def cpu_contention(costs: Costs):
+    """Record into `costs.others_cpu` the share of the machine's CPU time other processes used during the block.
+
+    A sample timed while other work ran is slower than the method is: the report flags such cells.
+    """
+    process = psutil.Process()
+    machine, own, start = psutil.cpu_times(), process.cpu_times(), time.perf_counter()
+    try:
+        yield
+    finally:
+        wall = time.perf_counter() - start
+        used = _busy_seconds(psutil.cpu_times()) - _busy_seconds(machine)
+        mine = sum(process.cpu_times()[:2]) - sum(own[:2])  # user + system of this process's threads
+        capacity = wall * (psutil.cpu_count() or 1)
+        costs.others_cpu = min(1.0, max(0.0, used - mine) / capacity) if capacity > 0 else 0.0
 
 
 def _release_free_heap() -> None:

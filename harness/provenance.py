@@ -61,6 +61,19 @@ def device_name(device: str) -> str:
     return f"cpu: {cpu}, {torch.get_num_threads()} threads"
 
 
+def host_load() -> str:
+    """The load averages (1, 5, 15 min) and CPU count when a run starts: `1.93 1.20 0.61 on 2 CPUs`."""
+    import os
+
+    try:
+        loads = os.getloadavg()
+    except OSError:  # not available on this platform
+        return "unknown"
+    return f"{loads[0]:.2f} {loads[1]:.2f} {loads[2]:.2f} on {os.cpu_count()} CPUs"
+
+
 def provenance(device: str) -> dict:
     """Everything recorded per run besides the config."""
-    return {"git_commit": git_commit(), "packages": package_versions(), "device": device_name(device)}
+    return {
+        "git_commit": git_commit(), "packages": package_versions(), "device": device_name(device), "load": host_load(),
+    }  # fmt: skip

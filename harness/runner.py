@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from harness.metering import Metered, flop_count, peak_memory
+from harness.metering import Metered, cpu_contention, flop_count, peak_memory
 from harness.models import load_model
 from harness.provenance import provenance
 from harness.store import FAILED, Store
@@ -117,7 +117,7 @@ def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flo
             # to the method's budget first, so the raw instance length is no verdict.
             method.reset()
             metered = Metered(method, device)
-            with flop_count(flops, metered.costs), peak_memory(device, metered.costs):
+            with flop_count(flops, metered.costs), peak_memory(device, metered.costs), cpu_contention(metered.costs):
                 score = task.evaluate(metered, instance)
             store.add_sample(cell.cell_id, index, _sample_row(instance, score, metered, method))
             method.reset()  # free the document's cache before the next sample's baseline is taken
@@ -170,6 +170,8 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
             **instance.metadata, **score.details,
             "beyond_trained_window": method.beyond_trained_window(len(instance.input_ids)),
             "causal_score": method.causal_score,
+            "untrained": method.untrained,
+            "others_cpu_share": costs.others_cpu,
             "host_state_bytes": method.host_state_bytes(),
         },
         "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),

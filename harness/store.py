@@ -1,7 +1,7 @@
 """SQLite results store: one file with runs, cells and samples, written as each sample finishes.
 
 Schema (query it with pandas or the sqlite3 shell):
-  runs(run_id, started, finished, command, git_commit, packages, device, config)
+  runs(run_id, started, finished, command, git_commit, packages, device, config, host_load)
   cells(cell_id, run_id, label, model, dtype, device, method, method_config, task, task_version,
         task_config, headline, length, seed, status, error, aggregate, samples, updated)
   samples(cell_id, idx, instance_id, prediction, target, score, metrics, metadata, input_tokens,
@@ -26,7 +26,7 @@ FAILED = ("failed", "oom", "over_length")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, command TEXT,
-    git_commit TEXT, packages TEXT, device TEXT, config TEXT
+    git_commit TEXT, packages TEXT, device TEXT, config TEXT, host_load TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     cell_id TEXT PRIMARY KEY, run_id TEXT, label TEXT, model TEXT, dtype TEXT, device TEXT,
@@ -131,10 +131,14 @@ class Store:
     def start_run(self, run_id: str, command: str, provenance: dict[str, Any], config: dict[str, Any]) -> None:
         """Record a run with its provenance and full resolved config; from here on the store is in WAL mode."""
         self.db.execute("PRAGMA journal_mode=WAL")  # a report may read while the run writes
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        if "host_load" not in columns:  # a store written before runs recorded the host's load
+            self.db.execute("ALTER TABLE runs ADD COLUMN host_load TEXT")
         self.db.execute(
-            "INSERT INTO runs VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, started, finished, command, git_commit, packages, device, config, host_load) "
+            "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)",
             (run_id, now(), command, provenance["git_commit"], json.dumps(provenance["packages"]),
-             provenance["device"], json.dumps(config)),
+             provenance["device"], json.dumps(config), provenance.get("load")),
         )  # fmt: skip
 
     def finish_run(self, run_id: str) -> None:

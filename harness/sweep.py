@@ -208,7 +208,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
         where = f"method '{method.name}'"
         config = validate(cls.Config, with_checkpoint_options(cls, method.options, where), where)
         label = method.label or method.name
-        if method.label is None and method.name in repeated:
+        if method.label is None and method.name in repeated and method.options:  # the plain one keeps its name
             label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"
         checkpoints = {
             name: checkpoint_sha256(getattr(config, name))

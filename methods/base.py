@@ -82,6 +82,14 @@ class LongContextModel(ABC):
         return 0
 
     @property
+    def untrained(self) -> bool:
+        """Whether the method needs trained weights and runs without them (stored per sample, labelled in reports).
+
+        Training-free methods say False; a trainable one without a checkpoint says True.
+        """
+        return False
+
+    @property
     def causal_score(self) -> bool:
         """Whether `score()` keeps every log-prob independent of the tokens after it (stored per sample).
 

@@ -25,7 +25,7 @@ def cost_samples(samples: pd.DataFrame) -> pd.DataFrame:
     if samples.empty:
         return pd.DataFrame()
     frame = samples[["method", "task", "length", "input_tokens", "prefill_s", "decode_s", "decode_tokens",
-                     "peak_mem_bytes", "state_bytes", "flops", "beyond_window"]].copy()  # fmt: skip
+                     "peak_mem_bytes", "state_bytes", "flops", "beyond_window", "under_load"]].copy()  # fmt: skip
     tokens = frame["decode_tokens"].astype(float)
     # Samples that decoded nothing (perplexity scores only) have no per-token decode time.
     frame["decode_ms_per_token"] = np.where(tokens > 0, 1000.0 * frame["decode_s"] / tokens.where(tokens > 0), np.nan)
@@ -40,6 +40,7 @@ def medians(cost: pd.DataFrame) -> pd.DataFrame:
     grouped = cost.groupby(keys)
     frame = grouped[["input_tokens", *METRICS]].median()
     frame["beyond_window"] = grouped["beyond_window"].any()
+    frame["under_load"] = grouped["under_load"].any()
     return frame.reset_index()
 
 

@@ -98,6 +98,8 @@ def write_report(store: str | Path, out: str | Path, baseline: str = "full", see
         paths.append(path)
     parts = sections(tables, {name: caption for name, (_, caption) in made.items()}, baseline)
     models = ", ".join(sorted(tables["cells"]["model"].dropna().unique()))
+    if baseline not in set(tables["summary"]["method"]):
+        baseline = f"none ('{baseline}' is not a method of this store)"
     title = "lch report"
     subtitle = (f"Store `{Path(store).name}` · model {models} · {len(tables['cells'])} cells, "
                 f"{len(tables['samples'])} samples · baseline {baseline} · "

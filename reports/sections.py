@@ -18,6 +18,11 @@ from reports.tasks import longbench_order
 STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
 DAGGER = "†"
 FOOTNOTE = f"{DAGGER} input longer than the base model's trained window."
+LOADED = "§"
+LOADED_NOTE = (
+    f"{LOADED} timed while other processes used more than a quarter of the machine's CPU (per-sample "
+    "`others_cpu_share`): its times overstate the method's cost."
+)
 LOOKAHEAD = "‡"
 LOOKAHEAD_NOTE = (
     f"{LOOKAHEAD} scored with a look-ahead: the method's score() saw tokens after the one it predicts "
@@ -215,13 +220,16 @@ def cost_section(tables: dict, figures: dict) -> Section:
     metrics = [m for m in METRICS if cost[m].notna().any()]
     median = medians(cost)
     shown = median[["task", "method"]].copy()
-    shown["length"] = [mark(str(n), b) for n, b in zip(median["length"], median["beyond_window"], strict=True)]
+    shown["length"] = [mark(str(n), b) + (LOADED if loaded else "") for n, b, loaded in
+                       zip(median["length"], median["beyond_window"], median["under_load"], strict=True)]  # fmt: skip
     shown["input tokens"] = median["input_tokens"].map(fmt)
     for metric in metrics:
         label, unit = METRICS[metric]
         shown[label] = median[metric].map(lambda v, unit=unit: human(v, unit))
     section.table(shown, "Median cost per sample")
     section.footnote(median["beyond_window"])
+    if median["under_load"].any():
+        section.text(LOADED_NOTE)
     if "scaling" in tables:
         fits = tables["scaling"].assign(text=lambda f: [
             f"{fmt(k)} (r²={fmt(r2)}, {n} lengths)" if math.isfinite(k) else f"n/a ({n} length{'s' * (n != 1)})"
@@ -319,7 +327,7 @@ def _clip(text) -> str:
 def provenance_section(tables: dict) -> Section:
     """Section 8: runs, packages, method configs with their documented deviations, task configs."""
     section = Section("Provenance")
-    section.table(tables["runs"].fillna("–"), "Runs (dates UTC, command, lch commit, device)")
+    section.table(tables["runs"].fillna("–"), "Runs (dates UTC, command, lch commit, device, load averages at start)")
     models = tables["methods"][["method", "model", "dtype"]]
     section.table(models, "Base model per method")
     packages = tables["packages"]

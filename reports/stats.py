@@ -132,16 +132,20 @@ def scaling_exponent(x, y) -> dict[str, float]:
     return out
 
 
-def pareto_front(cost, score, higher_is_better: bool = True) -> np.ndarray:
+def pareto_front(cost, score, higher_is_better: bool = True, chance: float | None = None) -> np.ndarray:
     """Boolean mask of the points no other point dominates (no more cost and a better or equal score, one strictly).
 
-    Points with a missing cost or score are never on the front.
+    Points with a missing cost or score are never on the front, nor, when `chance` is given, points that
+    score no better than chance (a method that finds nothing is not a trade-off, however cheap).
     """
     cost = np.asarray(cost, dtype=float)
     score = np.asarray(score, dtype=float)
+    above = (
+        np.ones(score.shape, dtype=bool) if chance is None else (score > chance if higher_is_better else score < chance)
+    )
     if not higher_is_better:
         score = -score
-    valid = np.isfinite(cost) & np.isfinite(score)
+    valid = np.isfinite(cost) & np.isfinite(score) & above
     front = valid.copy()
     for i in np.flatnonzero(valid):
         others = valid & (cost <= cost[i]) & (score >= score[i]) & ((cost < cost[i]) | (score > score[i]))

@@ -23,6 +23,9 @@ from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.tasks import longbench, passkey_depth, perplexity, position_nll
 
+# A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
+LOADED = 0.25
+
 
 def _json(text) -> dict:
     return json.loads(text) if isinstance(text, str) and text else {}
@@ -43,6 +46,15 @@ def higher_is_better(task: str) -> bool:
     """Return the task's declared direction; unknown task names count as higher-better."""
     cls = _task_class(task)
     return True if cls is None else bool(cls.higher_is_better)
+
+
+@functools.cache
+def chance(task: str) -> float | None:
+    """The task's chance level; an unknown higher-is-better task counts 0 (no method at 0 is a trade-off)."""
+    cls = _task_class(task)
+    if cls is None:
+        return 0.0
+    return cls.chance if cls.chance is not None or not cls.higher_is_better else 0.0
 
 
 def _report_name(task: str, config: dict) -> str:
@@ -69,9 +81,10 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     for column in ("method_config", "task_config", "aggregate"):
         cells[column] = cells[column].map(_json)
     cells["task"] = [_report_name(t, c) for t, c in zip(cells["task"], cells["task_config"], strict=True)]
-    cells["label"] = _unique_labels(cells)
     for column in ("metrics", "metadata"):
         samples[column] = samples[column].map(_json)
+    untrained = set(samples.loc[samples["metadata"].map(lambda m: bool(m.get("untrained"))), "cell_id"])
+    cells["label"] = _unique_labels(cells, untrained)
     keys = cells[["cell_id", "label", "method", "task", "length", "model", "headline"]]
     samples = samples.merge(keys.rename(columns={"method": "method_name"}), on="cell_id", how="inner")
     samples = samples.rename(columns={"label": "method"})
@@ -79,13 +92,20 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     # Written by the runner since the beyond_trained_window contract; stores from before it lack the key.
     samples["beyond_window"] = samples["metadata"].map(lambda m: bool(m.get("beyond_trained_window", False)))
     samples["noncausal"] = samples["metadata"].map(lambda m: m.get("causal_score", True) is False)
+    samples["under_load"] = samples["metadata"].map(lambda m: (m.get("others_cpu_share") or 0.0) > LOADED)
     runs["packages"] = runs["packages"].map(_json)
     return {"cells": cells, "samples": samples, "runs": runs}
 
 
-def _unique_labels(cells: pd.DataFrame) -> pd.Series:
-    """Cell labels made unique per (task, length): model name if the store mixes models, then seed or cell id."""
+def _unique_labels(cells: pd.DataFrame, untrained: set[str]) -> pd.Series:
+    """Cell labels made unique per (task, length): model name if the store mixes models, then seed or cell id.
+
+    A method that ran without the trained weights it needs (cells in `untrained`) says so in its label,
+    so every table and figure shows it, unless its label already does.
+    """
     labels = cells["label"].fillna(cells["method"]).astype(str)
+    unmarked = cells["cell_id"].isin(untrained) & ~labels.str.contains("untrained")
+    labels = labels.where(~unmarked, labels + " (untrained)")
     if cells["model"].nunique() > 1:
         labels = labels + " [" + cells["model"].astype(str) + "]"
     for _, group in cells.groupby([cells["task"], cells["length"], labels]):
@@ -154,7 +174,8 @@ def tradeoff(summary_frame: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame
     """Per finished cell: headline value against median peak memory and prefill time, Pareto flags per task x length.
 
     The front is taken within one input length only: a 512-token cell is cheaper than a 1,024-token
-    one by construction, so across lengths short inputs would "dominate" without saying anything.
+    one by construction, so across lengths short inputs would "dominate" without saying anything. It is
+    drawn among cells above the task's chance level (`chance`).
     """
     cost = samples.groupby(["task", "method", "length"])[["peak_mem_bytes", "prefill_s"]].median().reset_index()
     frame = summary_frame[summary_frame["value"].notna()].merge(cost, on=["task", "method", "length"], how="inner")
@@ -163,9 +184,9 @@ def tradeoff(summary_frame: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame
     parts = []
     for _, group in frame.groupby(["task", "length"]):
         group = group.copy()
-        better = bool(group["higher_is_better"].iloc[0])
-        group["pareto_mem"] = stats.pareto_front(group["peak_mem_bytes"], group["value"], better)
-        group["pareto_prefill"] = stats.pareto_front(group["prefill_s"], group["value"], better)
+        better, level = bool(group["higher_is_better"].iloc[0]), chance(str(group["task"].iloc[0]))
+        group["pareto_mem"] = stats.pareto_front(group["peak_mem_bytes"], group["value"], better, level)
+        group["pareto_prefill"] = stats.pareto_front(group["prefill_s"], group["value"], better, level)
         parts.append(group)
     return pd.concat(parts, ignore_index=True) if parts else frame
 
@@ -199,7 +220,9 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
     """
     from methods.base import METHODS
 
-    run_table = runs[["run_id", "started", "finished", "command", "git_commit", "device"]]
+    if "host_load" not in runs:  # a store from before runs recorded the host's load
+        runs = runs.assign(host_load=None)
+    run_table = runs[["run_id", "started", "finished", "command", "git_commit", "device", "host_load"]]
     packages = pd.DataFrame(
         [{"package": k, "version": v} for k, v in (runs["packages"].iloc[-1] if len(runs) else {}).items()]
     )

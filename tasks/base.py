@@ -62,6 +62,7 @@ class Task(ABC):
     Config: ClassVar[type[TaskConfig]]
     headline: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
+    chance: ClassVar[float | None] = None  # the headline of a model that knows nothing; None: no such level
     version: ClassVar[int] = 1
     default_lengths: ClassVar[tuple[int, ...]] = ()
 

@@ -58,6 +58,7 @@ class Passkey(Task):
     description = "passkey retrieval (Landmark format), exact token length, needle at set depths"
     Config = PasskeyConfig
     headline = "accuracy"
+    chance = 0.0  # guessing a random 5-digit number
 
     def _ids(self, text: str) -> list[int]:
         return ids(self.tokenizer, text)

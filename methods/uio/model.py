@@ -195,6 +195,11 @@ class UIO(LongContextModel):
         """Bytes of memory K/V plus the raw K/V of the open segment."""
         return self.attention.nbytes()
 
+    @property
+    def untrained(self) -> bool:
+        """Its memory runs on adapters at zero initialisation (no checkpoint); without memory nothing is trained."""
+        return self.config.memory and self.config.checkpoint is None
+
     def beyond_trained_window(self, length: int) -> bool:
         """Decoder positions (memory + open segment) never pass `window`, nor `segment` without memory."""
         return min(length, self.window if self.config.memory else self.config.segment) > (

@@ -87,3 +87,15 @@ def test_checkpoint_contents_not_path_decide_the_cell(tmp_path):
     moved = uio_cell(tmp_path, shutil.move(folder, tmp_path / "moved"))
     assert moved.cell_id == retrained.cell_id
     assert moved.identity["method_config"]["checkpoint"]["path"] == str(tmp_path / "moved")  # kept for provenance
+
+
+def test_a_repeated_method_without_options_keeps_its_name(tmp_path):
+    """`full` beside `full` with YaRN: the plain one stays `full`, the default baseline of reports."""
+    text = (
+        "model: tiny-random-llama\nmethods: [{name: full}, {name: full, options: {rope_scaling: yarn, "
+        "rope_factor: auto}}]\ntasks: [{name: passkey, lengths: [300]}]\n"
+    )
+    assert [c.label for c in expand(load_sweep(write(tmp_path, text)))] == [
+        "full",
+        "full(rope_factor=auto,rope_scaling=yarn)",
+    ]
