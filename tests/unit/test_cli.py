@@ -69,3 +69,18 @@ def test_eval_then_results_csv(tmp_path, capsys):
     expected = ["method", "task", "length", "samples", "score", "prefill_s", "peak_mem_mb", "state_mb", "status"]
     assert set(expected) <= set(table[0])
     assert all(0.0 <= float(r["score"]) <= 1.0 and float(r["prefill_s"]) > 0 for r in table)
+
+
+def test_reading_a_store_leaves_nothing_beside_it(tmp_path, capsys):
+    """`lch results` and `lch report` on a store left in WAL mode (a killed writer) leave no -wal/-shm files."""
+    import sqlite3
+
+    store = tmp_path / "s.sqlite"
+    made = main(["eval", "--model", "tiny-random-llama", "--method", "full", "--task", "passkey", "--lengths", "256",
+                 "--samples", "1", "--output", str(store), "--quiet"])  # fmt: skip
+    assert made == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
+    with sqlite3.connect(store) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    assert main(["results", str(store)]) == 0
+    assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "s.sqlite"]
