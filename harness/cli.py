@@ -330,7 +330,11 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("--data", help="folder of .txt books (default: the data dir's books/, PG19 test books skipped)")
     gr.add_argument("--documents", type=int, default=2, help="documents to average over (default 2)")
     gr.add_argument("--seq-len", type=int, default=4096, help="tokens per document (default 4096)")
-    gr.add_argument("--strategies", default="tbptt,incremental,unbiased", help="comma-separated strategies")
+    gr.add_argument(
+        "--strategies",
+        default="tbptt,incremental,unbiased",
+        help="comma-separated strategies; unbiased-official: the official train.py's (no compensation factor)",
+    )
     gr.add_argument("--window", default="1,2,4", help="comma-separated windows S (default 1,2,4)")
     gr.add_argument("--seeds", type=int, default=4, help="seeds per stochastic strategy (default 4)")
     gr.add_argument("--seed", type=int, default=0, help="data order and initial adapter weights (default 0)")

@@ -19,8 +19,8 @@ def _flat(gradients: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def check_strategies(cls, strategies: list[str]) -> None:
-    """Every name must be one of the method's `TrainConfig.strategy` choices (one-line error otherwise)."""
-    known = cls.TrainConfig.model_fields["strategy"].annotation.__args__
+    """Every name must be one of the method's strategies or named variants (one-line error otherwise)."""
+    known = (*cls.TrainConfig.model_fields["strategy"].annotation.__args__, *getattr(cls, "STRATEGY_VARIANTS", {}))
     unknown = [s for s in strategies if s not in known]
     if unknown:
         raise UserError(f"unknown strategy '{unknown[0]}'. Valid: {', '.join(known)}")

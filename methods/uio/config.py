@@ -93,11 +93,13 @@ STRATEGIES: tuple[str, ...] = Strategy.__args__
 class UIOTrainConfig(BaseModel):
     """How a document's gradient reaches the encoder (methods/uio/trainer.py) and the window S.
 
-    Defaults: the paper's `unbiased` with S = 2 (official `tbptt: 2`; the official `train.py` omits the
-    compensation factor, i.e. it runs `unbiased` without it, which lch does not offer as a strategy).
+    Defaults: the paper's `unbiased` with S = 2 (official `tbptt: 2`) and its compensation factor
+    max(1, k/S) (Eq. 12). `compensation=False` is what the official `train.py` runs: the same reservoir
+    without the factor, a biased gradient (stored in `training.json` like every train option).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     strategy: Strategy = "unbiased"
     window: int = Field(2, ge=1)
+    compensation: bool = True

@@ -170,7 +170,9 @@ class UIO(LongContextModel):
     Config = UIOConfig
     TrainConfig = UIOTrainConfig
     REFERENCE_STRATEGY = "bptt"  # exact gradient the others are measured against (`lch gradients`)
-    STOCHASTIC_STRATEGIES = ("unbiased",)  # their gradient depends on a seed
+    STOCHASTIC_STRATEGIES = ("unbiased", "unbiased-official")  # their gradient depends on a seed
+    # `lch gradients` names for train options beyond the strategy: the official train.py's gradient
+    STRATEGY_VARIANTS = {"unbiased-official": {"strategy": "unbiased", "compensation": False}}
 
     def __init__(self, model, tokenizer, config: UIOConfig):
         super().__init__(model, tokenizer, config)
@@ -230,10 +232,14 @@ class UIO(LongContextModel):
     def document_gradients(
         self, input_ids: torch.Tensor, strategy: str, window: int, seed: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """Gradient of every trainable parameter for one document (`methods.uio.trainer.document_gradients`)."""
+        """Gradient of every trainable parameter for one document (`methods.uio.trainer.document_gradients`).
+
+        `strategy` is a strategy or one of `STRATEGY_VARIANTS` (`unbiased-official`).
+        """
         from methods.uio.trainer import document_gradients  # the trainer builds on this module
 
-        return document_gradients(self, input_ids, strategy, window, seed=seed)
+        options = self.STRATEGY_VARIANTS.get(strategy, {"strategy": strategy})
+        return document_gradients(self, input_ids, window=window, seed=seed, **options)
 
     def backward_document(self, input_ids: torch.Tensor) -> float:
         """Accumulate one document's gradient under `train_config`; returns its mean segment loss.

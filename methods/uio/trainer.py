@@ -14,7 +14,8 @@ differ in which (loss t, memory s) pairs reach the encoder:
   leaf's gradient, when it leaves the window (paper Eqs. 7-9).
 * `unbiased`: incremental with a reservoir of S graphs (Algorithm R) and each loss's new leaf
   gradient scaled by max(1, k/S) (0-based k), so that the expected gradient equals `bptt`'s (paper
-  Eqs. 11-12). The official `train.py` has the reservoir but never applies the factor.
+  Eqs. 11-12). The official `train.py` has the reservoir but never applies the factor:
+  `compensation=False` (a train option) runs that, whose expected gradient is not `bptt`'s.
 
 Every strategy gets the transfer head's direct gradient exactly. The loss of segment 0 has no
 trainable path (no memory yet; text uses frozen weights) and is skipped, as in the official code.
@@ -123,7 +124,7 @@ class Document:
         leaf.requires_grad_(False)  # later losses need not compute a gradient nobody will use
 
 
-def bptt(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+def bptt(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> None:
     """Full backpropagation: the sum of all losses through every encoder graph at once."""
     memories, total = [], 0.0
     for index in range(len(doc)):
@@ -134,8 +135,9 @@ def bptt(doc: Document, window: int, draw: Callable[[int], int]) -> None:
     total.backward()
 
 
-def tbptt(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+def tbptt(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> None:
     """Plain truncated BPTT: each loss goes through the graphs of the `window` most recent memories."""
+    window = config.window
     for index in range(len(doc)):
         if index:
             memories = [doc.graphs[s] if s >= index - window else doc.leaves[s].detach() for s in range(index)]
@@ -145,8 +147,9 @@ def tbptt(doc: Document, window: int, draw: Callable[[int], int]) -> None:
             doc.encode(index)
 
 
-def incremental(doc: Document, window: int, draw: Callable[[int], int]) -> None:
+def incremental(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> None:
     """Incremental TBPTT: leaves gather gradient; a graph is flushed once, when it leaves the FIFO window."""
+    window = config.window
     for index in range(len(doc)):
         if index:
             doc.loss(index, doc.leaves).backward()
@@ -157,8 +160,12 @@ def incremental(doc: Document, window: int, draw: Callable[[int], int]) -> None:
         doc.flush(index)
 
 
-def unbiased(doc: Document, window: int, draw: Callable[[int], int]) -> None:
-    """Unbiased incremental TBPTT: reservoir of `window` graphs, new leaf gradients scaled by max(1, k/S)."""
+def unbiased(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> None:
+    """Unbiased incremental TBPTT: reservoir of `window` graphs, new leaf gradients scaled by max(1, k/S).
+
+    Without `config.compensation` the factor is 1 (the official `train.py`).
+    """
+    window = config.window
     reservoir: list[int | None] = []
     for index in range(len(doc)):
         if index:
@@ -166,7 +173,8 @@ def unbiased(doc: Document, window: int, draw: Callable[[int], int]) -> None:
             for leaf in doc.leaves:
                 leaf.grad = None
             doc.loss(index, doc.leaves).backward()
-            factor = max(1.0, index / window)  # 1 / P(a memory < index is still in the reservoir)
+            # 1 / P(a memory < index is still in the reservoir)
+            factor = max(1.0, index / window) if config.compensation else 1.0
             for leaf, before in zip(doc.leaves, saved, strict=True):
                 if leaf.grad is not None:
                     leaf.grad = leaf.grad * factor + (before if before is not None else 0)
@@ -190,7 +198,7 @@ def unbiased(doc: Document, window: int, draw: Callable[[int], int]) -> None:
         doc.flush(index)
 
 
-RUNS: dict[str, Callable[[Document, int, Callable[[int], int]], None]] = {
+RUNS: dict[str, Callable[[Document, UIOTrainConfig, Callable[[int], int]], None]] = {
     "bptt": bptt, "tbptt": tbptt, "incremental": incremental, "unbiased": unbiased,
 }  # fmt: skip
 
@@ -223,12 +231,18 @@ def run_document(
 ) -> Document:
     """Accumulate one document's gradient into the adapters' `.grad` under `config.strategy`."""
     doc = Document(backbone, adapters, input_ids, segment, memory_tokens)
-    RUNS[config.strategy](doc, config.window, draw)
+    RUNS[config.strategy](doc, config, draw)
     return doc
 
 
 def document_gradients(
-    model, input_ids: torch.Tensor, strategy: str, window: int, seed: int | None = None, draws: list[int] | None = None
+    model,
+    input_ids: torch.Tensor,
+    strategy: str,
+    window: int,
+    seed: int | None = None,
+    draws: list[int] | None = None,
+    compensation: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The gradient of every trainable parameter of a `UIO` model for one document.
 
@@ -239,11 +253,12 @@ def document_gradients(
         window: S, the number of encoder graphs kept.
         seed: seeds the reservoir's draws (`unbiased`); None uses torch's global generator.
         draws: explicit reservoir draws, one per segment index k >= S, each in [0, k] (overrides `seed`).
+        compensation: `unbiased` scales new leaf gradients by max(1, k/S) (False: the official `train.py`).
 
     Returns:
         parameter name -> gradient (zeros where none reached it).
     """
-    config = UIOTrainConfig(strategy=strategy, window=window)
+    config = UIOTrainConfig(strategy=strategy, window=window, compensation=compensation)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     parameters = dict(model.adapters.named_parameters())
     trainable = {name: p for name, p in parameters.items() if p.requires_grad}

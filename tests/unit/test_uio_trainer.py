@@ -101,6 +101,24 @@ def test_unbiased_averaged_over_every_reservoir_draw_equals_bptt(uio, document, 
     assert relative_error(single, reference, "encoder") > 1e-3  # one draw is unbiased, not exact
 
 
+def test_without_compensation_the_average_over_every_draw_is_biased(uio, document, reference):
+    """The official train.py's gradient (no max(1, k/S)): averaged over all 120 draws (S = 3) it is not bptt's."""
+    sequences = list(itertools.product(*(range(k + 1) for k in range(3, T))))
+    assert len(sequences) == 120
+    total = sum(
+        flat(document_gradients(uio, document, "unbiased", window=3, draws=list(d), compensation=False))
+        for d in sequences
+    )
+    average = total / len(sequences)
+    error = float((average - flat(reference)).norm() / flat(reference).norm())
+    assert error > 1e-3
+    # the bias is in the encoder's gradient: old memories' gradients shrink; the transfer head's is exact
+    transfer = [i for i, name in enumerate(sorted(reference)) if "transfer" in name]
+    assert transfer and uio.STRATEGY_VARIANTS["unbiased-official"] == {"strategy": "unbiased", "compensation": False}
+    official = uio.document_gradients(document, "unbiased-official", window=2, seed=0)
+    torch.testing.assert_close(flat(official, "transfer"), flat(reference, "transfer"), rtol=1e-10, atol=1e-12)
+
+
 def test_unbiased_without_evictions_equals_bptt(uio, document, reference):
     gradient = document_gradients(uio, document, "unbiased", window=T, draws=[])
     torch.testing.assert_close(flat(gradient), flat(reference))
@@ -153,8 +171,8 @@ def test_backward_document_accumulates_and_returns_the_mean_segment_loss(uio, do
 def test_fidelity_table_scores_exact_strategies_as_exact(uio, document):
     from harness.fidelity import fidelity, table
 
-    rows = fidelity(uio, [document], ["incremental", "tbptt", "unbiased"], windows=[1, T], seeds=3)
-    assert len(rows) == 2 + 2 + 2 * 3
+    rows = fidelity(uio, [document], ["incremental", "tbptt", "unbiased", "unbiased-official"], windows=[1, T], seeds=3)
+    assert len(rows) == 2 + 2 + 2 * 3 + 2 * 3
     summary = table(rows).set_index(["strategy", "window"])
     assert summary.loc[("incremental", T), "cosine_mean"] == pytest.approx(1.0, abs=1e-12)
     assert summary.loc[("incremental", T), "relative_error_mean"] < 1e-9
