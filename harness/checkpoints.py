@@ -32,6 +32,19 @@ def trained_options(directory: str) -> tuple[str | None, dict[str, Any]] | None:
     return spec.get("method"), spec.get("method_options", {})
 
 
+def trained_extent(directory: str) -> dict[str, Any]:
+    """What a checkpoint's weights have seen (`trained` in `training.json`: longest document, most memories).
+
+    Empty when unknown (a folder written by `save()` alone, or by lch before it recorded this).
+    """
+    path = Path(directory) / SPEC_FILE
+    try:
+        extent = json.loads(path.read_text(encoding="utf-8")).get("trained", {}) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return {}
+    return extent if isinstance(extent, dict) else {}
+
+
 def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[str, Any]:
     """`options` completed with what each named checkpoint was trained with.
 

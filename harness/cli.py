@@ -51,6 +51,22 @@ def _positive_ints(text: str, flag: str = "--lengths") -> list[int]:
     return values
 
 
+def _stages(text: str) -> list[dict[str, int]]:
+    """`"4096:60,16384:20"` -> `[{"seq_len": 4096, "steps": 60}, ...]`; anything else is a one-line error."""
+    stages = []
+    for item in text.split(","):
+        length, _, steps = item.partition(":")
+        try:
+            stages.append({"seq_len": int(length), "steps": int(steps)})
+        except ValueError:
+            raise UserError(
+                f"--stages must look like LEN:STEPS,LEN:STEPS (e.g. 4096:60,16384:20), got '{text}'"
+            ) from None
+        if min(stages[-1].values()) < 1:
+            raise UserError(f"--stages lengths and steps must be positive, got '{item}'")
+    return stages
+
+
 def _positive(value: int, flag: str) -> int:
     if value < 1:
         raise UserError(f"{flag} must be a positive integer, got {value}")
@@ -170,10 +186,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     from harness.sweep import validate
     from harness.training import TrainSpec, train
 
+    if args.stages and (args.steps or args.seq_len):
+        raise UserError("--stages replaces --steps and --seq-len: give one or the other")
+    if not args.stages and (args.steps is None or args.seq_len is None):
+        raise UserError("lch train needs --steps and --seq-len, or --stages LEN:STEPS,...")
     method_options, train_options = _extra_options(args.extra, args.method)
     data = {
         "method": args.method, "model": args.model, "dtype": args.dtype, "device": args.device,
         "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
+        "stages": _stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "lr": args.lr, "weight_decay": args.weight_decay, "clip": args.clip,
         "warmup": args.warmup, "checkpoint_every": args.checkpoint_every, "seed": args.seed, "out": args.out,
         "method_options": method_options | _options(args.method_opt, "--method-opt"),
@@ -304,8 +325,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     tr.add_argument("--data", required=True, help="folder of .txt books (PG19 test books are skipped)")
     tr.add_argument("--allow-test-data", action="store_true", help="also train on the PG19 test books")
-    tr.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    tr.add_argument("--seq-len", type=int, required=True, help="tokens per training document")
+    tr.add_argument("--steps", type=int, help="optimizer steps (or --stages)")
+    tr.add_argument("--seq-len", type=int, help="tokens per training document (or --stages)")
+    tr.add_argument(
+        "--stages",
+        help="LEN:STEPS,... train in stages of document lengths, e.g. 4096:60,16384:20 (one optimizer and "
+        "schedule over all steps); replaces --steps and --seq-len",
+    )
     tr.add_argument("--accumulation", type=int, default=1, help="documents per optimizer step (default 1)")
     tr.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4)")
     tr.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from harness.checkpoints import SPEC_FILE
@@ -38,12 +38,26 @@ from tasks.data import read_book, undecodable_share
 from tasks.perplexity import PG19_TEST_IDS
 
 STATE_FILE = "trainer_state.pt"
+TRAINED_KEY = "trained"  # in training.json: what the weights have seen so far
 NOTICEABLE, MOST = 0.01, 0.5  # shares of undecodable bytes in a training book: warn, refuse
 LOG_FILE = "train_log.jsonl"
 
 
+class Stage(BaseModel):
+    """A stretch of training on documents of one length."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq_len: int = Field(ge=1)
+    steps: int = Field(ge=1)
+
+
 class TrainSpec(BaseModel):
-    """One training run. Optimizer defaults are UIO-LLMs' official ones (AdamW, `train.py`, `src/misc.py`)."""
+    """One training run. Optimizer defaults are UIO-LLMs' official ones (AdamW, `train.py`, `src/misc.py`).
+
+    The run is `steps` steps on `seq_len`-token documents, or `stages` (`--stages 4096:60,16384:20`): one
+    optimizer and one warm-up + cosine schedule over all their steps, each stage on documents of its length.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,8 +69,9 @@ class TrainSpec(BaseModel):
     device: str = "cpu"
     data: str
     allow_test_data: bool = False
-    steps: int = Field(ge=1)
-    seq_len: int = Field(ge=1)
+    steps: int | None = Field(None, ge=1)
+    seq_len: int | None = Field(None, ge=1)
+    stages: list[Stage] | None = Field(None, min_length=1)
     accumulation: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -66,6 +81,33 @@ class TrainSpec(BaseModel):
     checkpoint_every: int = Field(10, ge=1)
     seed: int = 0
     out: str
+
+    @model_validator(mode="after")
+    def _one_plan(self) -> TrainSpec:
+        if self.stages is None and (self.steps is None or self.seq_len is None):
+            raise ValueError("give --steps and --seq-len, or --stages LEN:STEPS,...")
+        if self.stages is not None and (self.steps is not None or self.seq_len is not None):
+            raise ValueError("--stages replaces --steps and --seq-len: give one or the other")
+        return self
+
+    @property
+    def plan(self) -> list[Stage]:
+        """The stages, in order (one for a plain `steps` x `seq_len` run)."""
+        return self.stages or [Stage(seq_len=self.seq_len, steps=self.steps)]
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps over all stages."""
+        return sum(stage.steps for stage in self.plan)
+
+    def stage_at(self, step: int) -> int:
+        """Index of the stage that optimizer step `step` (0-based) belongs to."""
+        end = 0
+        for index, stage in enumerate(self.plan):
+            end += stage.steps
+            if step < end:
+                return index
+        return len(self.plan) - 1
 
     def identity(self) -> dict[str, Any]:
         """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
@@ -96,14 +138,19 @@ def training_books(data: str, allow_test_data: bool) -> list[Path]:
     return [book for book in books if book not in test]
 
 
+def tokenize(books: list[Path], tokenizer) -> list[torch.Tensor]:
+    """Each book's token ids (no special tokens)."""
+    return [torch.tensor(tokenizer(read_book(book), add_special_tokens=False)["input_ids"]) for book in books]
+
+
 class Documents:
     """Non-overlapping `seq_len`-token windows of the books, in a seeded order reshuffled each epoch.
 
     Document `i` is a pure function of (books, tokenizer, seq_len, seed, i), so resuming needs only `i`.
     """
 
-    def __init__(self, books: list[Path], tokenizer, seq_len: int, seed: int):
-        self.tokens = [torch.tensor(tokenizer(read_book(b), add_special_tokens=False)["input_ids"]) for b in books]
+    def __init__(self, books: list[Path], tokenizer, seq_len: int, seed: int, tokens: list[torch.Tensor] | None = None):
+        self.tokens = tokens or tokenize(books, tokenizer)
         self.windows = [(b, s) for b, ids in enumerate(self.tokens) for s in range(0, len(ids) - seq_len + 1, seq_len)]
         if not self.windows:
             raise UserError(f"no book in the data holds {seq_len} tokens (--seq-len)")
@@ -142,13 +189,19 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
-    """Write the whole checkpoint beside `out`, then swap it in, so a kill leaves one complete checkpoint."""
+    """Write the whole checkpoint beside `out`, then swap it in, so a kill leaves one complete checkpoint.
+
+    `training.json` holds the spec and, under `trained`, what the method says its weights have seen so
+    far (`trained_extent` of the longest document trained on: UIO's most memories).
+    """
     out = Path(spec.out)
     staging, old = out.with_name(out.name + ".staging"), out.with_name(out.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     method.save(staging)
-    (staging / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+    longest = max(stage.seq_len for stage in spec.plan[: state["stage"] + 1])
+    extent = getattr(method, "trained_extent", lambda seq_len: {"longest_document": seq_len})(longest)
+    (staging / SPEC_FILE).write_text(json.dumps({**spec.model_dump(mode="json"), TRAINED_KEY: extent}, indent=2))
     (staging / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in state["log"]))
     torch.save(state, staging / STATE_FILE)
     if out.exists():
@@ -182,7 +235,7 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
         raise UserError(f"--out '{out}' holds a '{before.get('method')}' checkpoint, not '{spec.method}'")
     if not resume:
         raise UserError(f"--out '{out}' holds a checkpoint: pass --resume to go on, or choose another --out")
-    stored = TrainSpec(**before).identity()
+    stored = TrainSpec(**{key: value for key, value in before.items() if key != TRAINED_KEY}).identity()
     changed = sorted(key for key, value in spec.identity().items() if stored.get(key) != value)
     if changed:
         raise UserError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({previous / SPEC_FILE})")
@@ -208,7 +261,8 @@ def build_trainable(spec: TrainSpec, config, train_config, loaded=None):
     """The method of `spec` with `config` on its base model, with `train_config` set (both from `method_configs`)."""
     cls = trainable_class(spec.method)
     model, tokenizer = loaded or load_model(spec.model, spec.dtype, spec.device)
-    cls.check_document_length(config, spec.seq_len, model.config.max_position_embeddings)
+    for stage in spec.plan:
+        cls.check_document_length(config, stage.seq_len, model.config.max_position_embeddings)
     method = cls(model, tokenizer, config)
     method.train_config = train_config
     return method
@@ -232,14 +286,15 @@ def method_configs(spec: TrainSpec):
     cls = trainable_class(spec.method)
     where = f"method '{spec.method}'"
     config = validate(cls.Config, spec.method_options, where)
-    cls.check_document_length(config, spec.seq_len)
+    for stage in spec.plan:
+        cls.check_document_length(config, stage.seq_len)
     return config, validate(cls.TrainConfig, spec.train_options, where)
 
 
 def train(
     spec: TrainSpec, resume: bool = False, progress: bool = True, loaded=None, on_step: Callable | None = None
 ) -> list[dict[str, Any]]:
-    """Train `spec.method` for `spec.steps` optimizer steps; return the per-step log.
+    """Train `spec.method` for `spec.total_steps` optimizer steps, stage by stage; return the per-step log.
 
     Args:
         spec: the run.
@@ -258,25 +313,33 @@ def train(
     method = build_trainable(spec, config, train_config, loaded)
     parameters = method.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.steps, spec.warmup))
-    state: dict[str, Any] = {"step": 0, "position": 0, "log": []}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.total_steps, spec.warmup))
+    state: dict[str, Any] = {"step": 0, "stage": 0, "position": 0, "log": []}  # position: documents of the stage
     if previous is not None:
         method.load(previous)
         state = resumed
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-    documents = Documents(books, method.tokenizer, spec.seq_len, spec.seed)
+    state.setdefault("stage", 0)  # a checkpoint from before stages: one stage
+    tokens = tokenize(books, method.tokenizer)
+    # Each stage has its own seeded order of its own windows, from its first document on.
+    documents = [Documents(books, method.tokenizer, stage.seq_len, spec.seed, tokens=tokens) for stage in spec.plan]
     process = PartialState()
     cuda = method.backbone.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    with tqdm(total=spec.steps, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True) as bar:
-        while state["step"] < spec.steps:
+    total = spec.total_steps
+    with tqdm(total=total, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        while state["step"] < total:
+            stage = spec.stage_at(state["step"])
+            if stage != state["stage"]:
+                state["stage"], state["position"] = stage, 0
+            seq_len = spec.plan[stage].seq_len
             start, losses = time.perf_counter(), []
             for _ in range(spec.accumulation):
                 index = state["position"] * process.num_processes + process.process_index
                 with autocast:
-                    losses.append(method.backward_document(documents[index]))
+                    losses.append(method.backward_document(documents[stage][index]))
                 state["position"] += 1
             for parameter in parameters:
                 if parameter.grad is not None:
@@ -291,16 +354,16 @@ def train(
             state["step"] += 1
             seconds = time.perf_counter() - start
             row = {
-                "step": state["step"], "loss": sum(losses) / len(losses), "grad_norm": norm,
-                "lr": lr, "seconds": seconds,
-                "tokens_per_s": spec.seq_len * spec.accumulation * process.num_processes / seconds,
+                "step": state["step"], "stage": stage, "seq_len": seq_len, "loss": sum(losses) / len(losses),
+                "grad_norm": norm, "lr": lr, "seconds": seconds,
+                "tokens_per_s": seq_len * spec.accumulation * process.num_processes / seconds,
             }  # fmt: skip
             state["log"].append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
             if progress:
                 bar.write(f"step {row['step']}: loss {row['loss']:.4f}, {row['tokens_per_s']:.0f} tokens/s")
-            if process.is_main_process and (state["step"] % spec.checkpoint_every == 0 or state["step"] == spec.steps):
+            if process.is_main_process and (state["step"] % spec.checkpoint_every == 0 or state["step"] == total):
                 state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
                 _checkpoint(method, spec, state)
             if on_step is not None:

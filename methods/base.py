@@ -89,6 +89,13 @@ class LongContextModel(ABC):
         """
         return False
 
+    def beyond_trained_memory(self, length: int) -> bool:
+        """True when a `length`-token input makes the method read more memories than its checkpoint trained with.
+
+        Stored per sample and marked in reports, as `beyond_trained_window`; methods without a memory say False.
+        """
+        return False
+
     @property
     def causal_score(self) -> bool:
         """Whether `score()` keeps every log-prob independent of the tokens after it (stored per sample).

@@ -23,6 +23,8 @@ LOADED_NOTE = (
     f"{LOADED} timed while other processes used more than a quarter of the machine's CPU (per-sample "
     "`others_cpu_share`): its times overstate the method's cost."
 )
+MEMORIES = "*"
+MEMORIES_NOTE = f"{MEMORIES} more memories read than the checkpoint was trained with (`beyond_trained_memory`)."
 LOOKAHEAD = "‡"
 LOOKAHEAD_NOTE = (
     f"{LOOKAHEAD} scored with a look-ahead: the method's score() saw tokens after the one it predicts "
@@ -63,17 +65,20 @@ class Section:
         """Append a figure by name (the writer adds the PNG)."""
         self.blocks.append(Block("figure", text=caption, name=name))
 
-    def footnote(self, beyond, noncausal=()) -> None:
-        """Append the footnotes of the marks a table above used (any of `beyond` / `noncausal` true)."""
+    def footnote(self, beyond, noncausal=(), memories=()) -> None:
+        """Append the footnotes of the marks a table above used (any of `beyond` / `noncausal` / `memories` true)."""
         if any(bool(b) for b in beyond):
             self.text(FOOTNOTE)
         if any(bool(n) for n in noncausal):
             self.text(LOOKAHEAD_NOTE)
+        if any(bool(m) for m in memories):
+            self.text(MEMORIES_NOTE)
 
 
-def mark(text: str, beyond, noncausal=False) -> str:
-    """`0.667` -> `0.667†` past the base model's trained window, `0.667‡` for a look-ahead score."""
-    return f"{text}{DAGGER if bool(beyond) else ''}{LOOKAHEAD if bool(noncausal) else ''}"
+def mark(text: str, beyond, noncausal=False, memories=False) -> str:
+    """`0.667` -> `0.667†` past the trained window, `‡` for a look-ahead score, `*` past the trained memories."""
+    marks = (DAGGER, bool(beyond)), (LOOKAHEAD, bool(noncausal)), (MEMORIES, bool(memories))
+    return text + "".join(symbol for symbol, on in marks if on)
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -116,7 +121,9 @@ def score_text(row) -> str:
     if row["n"] == 0 and not (isinstance(row["value"], float) and math.isfinite(row["value"])):
         return "no samples" if row["status"] != "running" else "running (no samples)"
     interval = f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
-    value = mark(fmt(row["value"]), row.get("beyond_window", False), row.get("noncausal", False))
+    value = mark(
+        fmt(row["value"]), row.get("beyond_window", False), row.get("noncausal", False), row.get("beyond_memory", False)
+    )
     text = f"{value}{interval} n={row['n']}" + (f" ({row['skipped']} skipped)" if row["skipped"] else "")
     return text + (" (running)" if row["status"] == "running" else "")
 
@@ -135,7 +142,7 @@ def summary_section(summary: pd.DataFrame) -> Section:
         grid.columns = ["method", *[str(c) for c in grid.columns[1:]]]
         section.table(grid, f"{task}: {group['metric'].iloc[0]} ({direction} is better) by input length (tokens)")
     shown = summary["value"].notna()
-    section.footnote(summary["beyond_window"] & shown, summary["noncausal"] & shown)
+    section.footnote(summary["beyond_window"] & shown, summary["noncausal"] & shown, summary["beyond_memory"] & shown)
     failed = summary[summary["status"].isin(list(STATUS_TEXT))]
     if len(failed):
         errors = failed.assign(
@@ -169,10 +176,7 @@ def perplexity_section(tables: dict, figures: dict) -> Section:
     shown = pd.DataFrame(
         {
             "method": frame["method"], "length": frame["length"],
-            "perplexity": [f"{mark(fmt(p), b, c)} [{fmt(lo)}, {fmt(hi)}]" if isinstance(lo, float) and math.isfinite(lo)
-                           else (STATUS_TEXT.get(s) or mark(fmt(p), b, c)) for p, lo, hi, s, b, c in
-                           zip(frame["perplexity"], frame["ci_low"], frame["ci_high"], frame["status"],
-                               frame["beyond_window"].fillna(False), frame["noncausal"].fillna(False), strict=True)],
+            "perplexity": [_perplexity_text(row) for _, row in frame.iterrows()],
             "per-document mean": frame["mean_document_perplexity"].map(fmt),
             "tokens": frame["tokens"].map(count), "documents": frame["documents"].map(count),
             "skipped docs": frame["skipped_documents"].map(count), "protocol": frame["protocol"],
@@ -183,11 +187,24 @@ def perplexity_section(tables: dict, figures: dict) -> Section:
         "Token-weighted perplexity exp(sum NLL / tokens) (lower is better), 95% document bootstrap; beside it the "
         "mean of the documents' perplexities, as the papers report it",
     )
-    section.footnote(frame["beyond_window"].fillna(False), frame["noncausal"].fillna(False))
+    section.footnote(
+        frame["beyond_window"].fillna(False), frame["noncausal"].fillna(False), frame["beyond_memory"].fillna(False)
+    )
     for name in ("perplexity_length", "position_nll"):
         if name in figures:
             section.figure(name, figures[name])
     return section
+
+
+def _perplexity_text(row) -> str:
+    """`31.6† [30.1, 33.0]` with its marks and interval, or the failure status."""
+    flags = [
+        False if pd.isna(row.get(k)) else bool(row.get(k)) for k in ("beyond_window", "noncausal", "beyond_memory")
+    ]
+    value = mark(fmt(row["perplexity"]), *flags)
+    if isinstance(row["ci_low"], float) and math.isfinite(row["ci_low"]):
+        return f"{value} [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]"
+    return STATUS_TEXT.get(row["status"]) or value
 
 
 def longbench_section(tables: dict) -> Section:

@@ -92,6 +92,7 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     # Written by the runner since the beyond_trained_window contract; stores from before it lack the key.
     samples["beyond_window"] = samples["metadata"].map(lambda m: bool(m.get("beyond_trained_window", False)))
     samples["noncausal"] = samples["metadata"].map(lambda m: m.get("causal_score", True) is False)
+    samples["beyond_memory"] = samples["metadata"].map(lambda m: bool(m.get("beyond_trained_memory", False)))
     samples["under_load"] = samples["metadata"].map(lambda m: (m.get("others_cpu_share") or 0.0) > LOADED)
     runs["packages"] = runs["packages"].map(_json)
     return {"cells": cells, "samples": samples, "runs": runs}
@@ -149,6 +150,7 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
     by_cell = dict(tuple(scored.groupby("cell_id")))
     beyond = samples.groupby("cell_id")["beyond_window"].any()
     noncausal = samples.groupby("cell_id")["noncausal"].any()
+    beyond_memory = samples.groupby("cell_id")["beyond_memory"].any()
     rows = []
     for _, cell in cells.iterrows():
         group = by_cell.get(cell["cell_id"], scored.iloc[:0])
@@ -165,6 +167,7 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
                 "status": cell["status"], "error": cell["error"], "higher_is_better": higher_is_better(cell["task"]),
                 "beyond_window": bool(beyond.get(cell["cell_id"], False)),
                 "noncausal": bool(noncausal.get(cell["cell_id"], False)),
+                "beyond_memory": bool(beyond_memory.get(cell["cell_id"], False)),
             }
         )  # fmt: skip
     return pd.DataFrame(rows).sort_values(["task", "method", "length"], ignore_index=True)

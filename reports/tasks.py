@@ -58,7 +58,7 @@ def perplexity(cells: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         )  # fmt: skip
     frame = pd.DataFrame(rows)
     interval = summary[summary["task"] == "perplexity"][
-        ["method", "length", "ci_low", "ci_high", "n", "beyond_window", "noncausal"]
+        ["method", "length", "ci_low", "ci_high", "n", "beyond_window", "noncausal", "beyond_memory"]
     ]
     frame = frame.merge(interval, on=["method", "length"], how="left")
     return frame.sort_values(["method", "length"], ignore_index=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.checkpoints import trained_extent
 from harness.errors import UserError
 from methods.attention import rotate
 from methods.backbone import Backbone, join_scores, rms_norm
@@ -179,8 +180,10 @@ class UIO(LongContextModel):
         self.backbone = Backbone(model)
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.adapters = UIOAdapters(model, config.lora_rank, config.lora_alpha, eos).to(self.backbone.device)
+        self.trained_memories: int | None = None  # most memories one segment read in training, when known
         if config.checkpoint:
             self.adapters.load(config.checkpoint)
+            self.trained_memories = trained_extent(config.checkpoint).get("most_memories")
         self.window = config.window or model.config.max_position_embeddings
         self.max_context = config.max_context(self.window)
         self.train_config = UIOTrainConfig()
@@ -201,6 +204,15 @@ class UIO(LongContextModel):
     def untrained(self) -> bool:
         """Its memory runs on adapters at zero initialisation (no checkpoint); without memory nothing is trained."""
         return self.config.memory and self.config.checkpoint is None
+
+    def beyond_trained_memory(self, length: int) -> bool:
+        """The last token's segment reads one memory per segment before it (fewer when `keep_recent` evicts)."""
+        if self.trained_memories is None or not self.config.memory:
+            return False
+        read = (length - 1) // self.config.segment
+        if self.config.over_context == "keep_recent":
+            read = min(read, (self.window - self.config.segment) // self.config.memory_tokens)
+        return read > self.trained_memories
 
     def beyond_trained_window(self, length: int) -> bool:
         """Decoder positions (memory + open segment) never pass `window`, nor `segment` without memory."""
@@ -253,6 +265,10 @@ class UIO(LongContextModel):
             self.train_config, reservoir_draws(),
         )  # fmt: skip
         return sum(document.losses) / len(document.losses)
+
+    def trained_extent(self, seq_len: int) -> dict[str, int]:
+        """What training on `seq_len`-token documents showed the weights: the last segment read the rest's memories."""
+        return {"longest_document": seq_len, "most_memories": seq_len // self.config.segment - 1}
 
     def save(self, directory) -> None:
         """Write adapters and `<mem>` embedding (safetensors, peft state dicts)."""

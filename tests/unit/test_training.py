@@ -173,3 +173,55 @@ def test_lch_gradients_prints_the_fidelity_table(data, capsys):
     assert main(["gradients", "--model", "tiny-random-llama", "--data", str(data), "--seq-len", "64",
                  "--segment", "16", "--memory-tokens", "4", "--strategies", "often"]) == 2  # fmt: skip
     assert "unknown strategy 'often'" in capsys.readouterr().err
+
+
+def staged(data, out, **overrides):
+    fields = {"steps": None, "seq_len": None, "stages": [{"seq_len": 32, "steps": 3}, {"seq_len": 64, "steps": 3}]}
+    return spec(data, out, **(fields | overrides))
+
+
+def test_stages_share_one_schedule_log_their_length_and_resume_mid_stage(data, tmp_path):
+    whole = train(staged(data, tmp_path / "whole"), progress=False)
+    assert [(row["stage"], row["seq_len"]) for row in whole] == [(0, 32)] * 3 + [(1, 64)] * 3
+    factor = schedule(6, 0.01)  # one warm-up + cosine over all six steps, not one per stage
+    assert [row["lr"] for row in whole] == pytest.approx([1e-2 * factor(step) for step in range(6)])
+
+    def stop_after_five(row):
+        if row["step"] == 5:  # mid second stage, one step past the step-4 checkpoint
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(staged(data, tmp_path / "cut"), progress=False, on_step=stop_after_five)
+    resumed = train(staged(data, tmp_path / "cut"), resume=True, progress=False)
+    assert [row["loss"] for row in resumed] == [row["loss"] for row in whole]
+    trained = json.loads((tmp_path / "cut" / "training.json").read_text())["trained"]
+    assert trained == {"longest_document": 64, "most_memories": 64 // 16 - 1}
+
+
+def test_a_checkpoint_knows_the_memories_it_trained_with(data, tmp_path, tiny_llama):
+    train(staged(data, tmp_path / "ckpt", stages=[{"seq_len": 64, "steps": 1}]), progress=False, loaded=tiny_llama)
+    cls = METHODS.get("uio")
+    method = cls(*tiny_llama, cls.Config(checkpoint=str(tmp_path / "ckpt"), segment=16, memory_tokens=4,
+                                         lora_rank=2, lora_alpha=8))  # fmt: skip
+    assert method.trained_memories == 3
+    assert not method.beyond_trained_memory(64)  # 4 segments: the last reads 3 memories, as in training
+    assert method.beyond_trained_memory(65)  # the 65th token's segment reads 4
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--stages", "32:3,64"], "--stages must look like LEN:STEPS"),
+        (["--stages", "32:0"], "--stages lengths and steps must be positive"),
+        (["--stages", "32:3", "--steps", "3"], "--stages replaces --steps and --seq-len"),
+        (["--seq-len", "64"], "lch train needs --steps and --seq-len, or --stages"),
+        (["--stages", "64:1,70:1"], "--seq-len 70 must be a multiple of segment 16"),
+    ],
+)
+def test_bad_stages_are_one_line(flags, message, data, tmp_path, capsys):
+    argv = ["train", "uio", "--model", "tiny-random-llama", "--data", str(data), "--segment", "16",
+            "--memory-tokens", "4", "--out", str(tmp_path / "o"), *flags]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
