@@ -58,10 +58,11 @@ def test_stopped_and_resumed_run_has_the_uninterrupted_losses(data, tmp_path):
     assert [row["step"] for row in log] == list(range(1, 7))
 
 
-def test_kill_9_then_resume_reproduces_the_losses(data, tmp_path):
+@pytest.mark.parametrize("plan", [["--steps", "40", "--seq-len", "512"], ["--stages", "256:20,512:20"]])
+def test_kill_9_then_resume_reproduces_the_losses(plan, data, tmp_path):
     args = [
         sys.executable, "-m", "harness.cli", "train", "uio", "--model", "tiny-random-llama", "--data", str(data),
-        "--steps", "40", "--seq-len", "512", "--segment", "32", "--memory-tokens", "4", "--lora-rank", "2",
+        *plan, "--segment", "32", "--memory-tokens", "4", "--lora-rank", "2",
         "--lora-alpha", "8", "--window", "2", "--lr", "1e-2", "--checkpoint-every", "2", "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
