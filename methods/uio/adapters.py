@@ -1,4 +1,4 @@
-"""UIO's trainable parts, kept outside the shared frozen model: two LoRA adapters and the `<mem>` embedding.
+"""UIO's trainable parts, kept outside the shared frozen model: two LoRA adapters, the `<mem>` and repeat embeddings.
 
 peft wraps the base model's q/k/v projections inside containers of our own, so the HF model (shared by
 every method of a sweep) is never modified, and the adapters are standard peft state dicts.
@@ -37,7 +37,11 @@ def _projections(layers: nn.ModuleList) -> nn.Module:
 
 
 class UIOAdapters(nn.Module):
-    """Encoder LoRA (q, v), transfer-head LoRA (k, v) and the learned `<mem>` embedding.
+    """Encoder LoRA (q, v), transfer-head LoRA (k, v), the learned `<mem>` embedding and the repeat token.
+
+    The repeat token (official code: initialised from `</s>` like `<mem>`) starts the decoder's
+    reconstruction of a segment from its memory alone (the auto-encoding check); language modelling
+    never uses it, so it only trains under the auto-encoding objective.
 
     Args:
         model: the frozen HF causal LM.
@@ -53,6 +57,7 @@ class UIOAdapters(nn.Module):
         self.transfer = self._lora(_projections(layers), TRANSFER_TARGETS, rank, alpha, "transfer")
         embedding = model.model.embed_tokens.weight
         self.memory_embedding = nn.Parameter(embedding[eos_token_id].detach().clone())
+        self.repeat_embedding = nn.Parameter(embedding[eos_token_id].detach().clone())
 
     @staticmethod
     def _lora(container: nn.Module, targets: list[str], rank: int, alpha: int, name: str) -> nn.Module:
@@ -70,7 +75,8 @@ class UIOAdapters(nn.Module):
         for name, file in FILES.items():
             state = get_peft_model_state_dict(getattr(self, name), adapter_name=name)
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, directory / file)
-        save_file({"memory_embedding": self.memory_embedding.detach().cpu()}, directory / MEMORY_FILE)
+        embeddings = {"memory_embedding": self.memory_embedding, "repeat_embedding": self.repeat_embedding}
+        save_file({k: v.detach().cpu() for k, v in embeddings.items()}, directory / MEMORY_FILE)
         (directory / "adapters.json").write_text(json.dumps({"encoder": ENCODER_TARGETS, "transfer": TRANSFER_TARGETS}))
 
     def load(self, directory: str | Path) -> None:
@@ -89,8 +95,11 @@ class UIOAdapters(nn.Module):
                     raise UserError(
                         f"UIO checkpoint '{directory}' does not match this model: {result.unexpected_keys[0]}"
                     )
+            embeddings = load_file(directory / MEMORY_FILE)
             with torch.no_grad():
-                self.memory_embedding.copy_(load_file(directory / MEMORY_FILE)["memory_embedding"])
+                self.memory_embedding.copy_(embeddings["memory_embedding"])
+                if "repeat_embedding" in embeddings:  # checkpoints from before the auto-encoding check lack it
+                    self.repeat_embedding.copy_(embeddings["repeat_embedding"])
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - truncated files, wrong shapes, missing keys: all the user's

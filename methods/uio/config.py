@@ -96,6 +96,8 @@ class UIOTrainConfig(BaseModel):
     Defaults: the paper's `unbiased` with S = 2 (official `tbptt: 2`) and its compensation factor
     max(1, k/S) (Eq. 12). `compensation=False` is what the official `train.py` runs: the same reservoir
     without the factor, a biased gradient (stored in `training.json` like every train option).
+    `objective`: `lm` (language modelling over the document's segments) or `autoencode` (the paper's
+    auto-encoding task: each segment decoded back from its own memory, `methods/uio/autoencode.py`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -103,3 +105,4 @@ class UIOTrainConfig(BaseModel):
     strategy: Strategy = "unbiased"
     window: int = Field(2, ge=1)
     compensation: bool = True
+    objective: Literal["lm", "autoencode"] = "lm"

@@ -260,11 +260,33 @@ class UIO(LongContextModel):
         """
         from methods.uio.trainer import reservoir_draws, run_document  # the trainer builds on this module
 
+        if self.train_config.objective == "autoencode":
+            return self._backward_autoencode(input_ids)
         document = run_document(
             self.backbone, self.adapters, input_ids, self.config.segment, self.config.memory_tokens,
             self.train_config, reservoir_draws(),
         )  # fmt: skip
         return sum(document.losses) / len(document.losses)
+
+    def _backward_autoencode(self, input_ids: torch.Tensor) -> float:
+        """The auto-encoding objective: every segment of the document decoded back from its own memory."""
+        from methods.uio.autoencode import autoencode_loss  # builds on this module
+
+        segments = input_ids.to(self.backbone.device).view(-1, self.config.segment)
+        losses = []
+        for ids in segments:
+            loss = autoencode_loss(self.backbone, self.adapters, ids, self.config.memory_tokens)
+            (loss / len(segments)).backward()
+            losses.append(float(loss.detach()))
+        return sum(losses) / len(losses)
+
+    def reconstruct(self, input_ids: torch.Tensor) -> list[int]:
+        """A `segment`-token text compressed into memory and decoded back from it alone (the auto-encoding check)."""
+        from methods.uio.autoencode import reconstruct  # builds on this module
+
+        if input_ids.numel() != self.config.segment:
+            raise UserError(f"uio reconstructs one segment: give {self.config.segment} tokens, got {input_ids.numel()}")
+        return reconstruct(self.backbone, self.adapters, input_ids, self.config.memory_tokens)
 
     def trained_extent(self, seq_len: int) -> dict[str, int]:
         """What training on `seq_len`-token documents showed the weights: the last segment read the rest's memories."""

@@ -355,7 +355,8 @@ def test_base_model_is_untouched_and_few_parameters_train(tiny_llama_gqa):
     trainable = sum(p.numel() for p in method.trainable_parameters())
     layers, hidden, kv = 2, 64, 32
     lora = lambda fan_in, fan_out: 4 * (fan_in + fan_out)  # noqa: E731
-    assert trainable == layers * (lora(hidden, hidden) + 2 * lora(hidden, kv) + lora(hidden, kv)) + hidden
+    # LoRA on encoder q, v and transfer k, v per layer, plus the <mem> and repeat embeddings
+    assert trainable == layers * (lora(hidden, hidden) + 2 * lora(hidden, kv) + lora(hidden, kv)) + 2 * hidden
     assert all(not p.requires_grad for p in model.parameters())
 
 
