@@ -50,7 +50,10 @@ class Metered:
         self.costs = Costs()
 
     def __getattr__(self, name):
-        return getattr(self._model, name)
+        attribute = getattr(self._model, name)
+        if name == "reconstruct":  # a memory method's optional capability: generation from memory, timed as decode
+            return functools.partial(self._timed, "decode_s", attribute)
+        return attribute
 
     def _timed(self, bucket: str, fn, *args, **kwargs):
         synchronize(self._device)

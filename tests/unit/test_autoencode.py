@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sqlite3
 
 import pytest
 import torch
@@ -99,5 +100,9 @@ def test_the_task_scores_a_memory_method_and_refuses_one_without(tmp_path):
     )  # fmt: skip
     outcomes = {o.cell.method: o for o in run_sweep(spec, progress=False)}
     assert outcomes["uio"].status == "done" and outcomes["uio"].ran == 3
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        query = "SELECT decode_s, decode_tokens FROM samples JOIN cells USING (cell_id) WHERE method = 'uio'"
+        timed = db.execute(query).fetchall()
+        assert len(timed) == 3 and all(seconds > 0 and tokens == 31 for seconds, tokens in timed)
     assert outcomes["full"].status == "failed" and "needs a method with a memory" in outcomes["full"].error
     assert METHODS.get("uio").Config(segment=32, memory_tokens=4).segment == 32
