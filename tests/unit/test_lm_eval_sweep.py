@@ -68,12 +68,10 @@ def test_lm_eval_beside_passkey_in_the_report(tmp_path):
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", p.name) for p in out.iterdir())
 
 
-def test_unknown_lm_eval_task_names_close_ones(tmp_path):
-    outcomes = run_sweep(spec(tmp_path, samples=1, tasks=("niah_singel_1",)), progress=False)
-    failed = [o for o in outcomes if o.cell.task == "lm-eval"]
-    assert all(o.status == "failed" for o in failed)
-    assert "unknown lm-eval task 'niah_singel_1'" in failed[0].error and "niah_single_1" in failed[0].error
-    assert UserError.__name__ in failed[0].error
+def test_unknown_lm_eval_task_names_close_ones_before_anything_runs(tmp_path):
+    with pytest.raises(UserError, match=r"unknown lm-eval task 'niah_singel_1'. Close names: .*niah_single_1"):
+        run_sweep(spec(tmp_path, samples=1, tasks=("niah_singel_1",)), progress=False)
+    assert not list(tmp_path.glob("*.sqlite"))  # validation failed: no store
 
 
 def test_documents_do_not_depend_on_the_global_random_state(tiny_llama):
