@@ -16,10 +16,11 @@ from typing import Any
 from harness.errors import UserError
 
 SPEC_FILE = "training.json"
+TRAINED_KEY = "trained"  # in training.json, beside the spec: what the weights have seen so far
 
 
-def trained_options(directory: str) -> tuple[str | None, dict[str, Any]] | None:
-    """`(method, options given to lch train)` from a checkpoint's `training.json`; None without one."""
+def read_spec(directory: str) -> dict[str, Any] | None:
+    """A checkpoint's `training.json` as a dict; None without one, a one-line error when it is not a spec."""
     path = Path(directory) / SPEC_FILE
     if not path.is_file():
         return None
@@ -29,7 +30,7 @@ def trained_options(directory: str) -> tuple[str | None, dict[str, Any]] | None:
         raise UserError(f"checkpoint '{directory}': {SPEC_FILE} is not readable JSON ({error})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("method_options", {}), dict):
         raise UserError(f"checkpoint '{directory}': {SPEC_FILE} is not an lch training spec")
-    return spec.get("method"), spec.get("method_options", {})
+    return spec
 
 
 def trained_extent(directory: str) -> dict[str, Any]:
@@ -37,10 +38,9 @@ def trained_extent(directory: str) -> dict[str, Any]:
 
     Empty when unknown (a folder written by `save()` alone, or by lch before it recorded this).
     """
-    path = Path(directory) / SPEC_FILE
     try:
-        extent = json.loads(path.read_text(encoding="utf-8")).get("trained", {}) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        extent = (read_spec(directory) or {}).get(TRAINED_KEY, {})
+    except UserError:
         return {}
     return extent if isinstance(extent, dict) else {}
 
@@ -64,10 +64,10 @@ def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[st
         directory = options.get(field)
         if not isinstance(directory, str) or not directory.strip() or not Path(directory).is_dir():
             continue  # the config's own validator words a missing, empty or file-valued checkpoint
-        found = trained_options(directory)
-        if found is None:
+        spec = read_spec(directory)
+        if spec is None:
             continue
-        method, stored = found
+        method, stored = spec.get("method"), spec.get("method_options", {})
         if method != cls.name:
             raise UserError(f"{where}: checkpoint '{directory}' was trained for method '{method}', not '{cls.name}'")
         fixed = {key: value for key, value in stored.items() if key in config_cls.checkpoint_options}

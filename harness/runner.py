@@ -81,9 +81,9 @@ def _run_cells(
 ) -> list[Outcome]:
     # The model loads before the run is recorded: an unloadable model is a user error that must not touch the store.
     loaded = load_model(spec.model, spec.dtype, spec.device)
-    if check_methods:
-        for cell in {cell.label: cell for cell in todo}.values():
-            METHODS.get(cell.method)(*loaded, cell.method_config)
+    # Built here, a method that cannot be built is the user's error; the cells then use these instances.
+    built = {label: METHODS.get(cell.method)(*loaded, cell.method_config) for label, cell in
+             {cell.label: cell for cell in todo}.items()} if check_methods else {}  # fmt: skip
     run_id = uuid.uuid4().hex[:12]
     store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
     outcomes = []
@@ -92,19 +92,19 @@ def _run_cells(
             for cell in todo:
                 bar.set_description(f"{cell.label} {cell.task}@{cell.length}")
                 done = store.sample_indices(cell.cell_id)
-                outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar))
+                outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar, built.get(cell.label)))
     finally:
         store.finish_run(run_id)
     return outcomes
 
 
-def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flops: bool, bar) -> Outcome:
+def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flops: bool, bar, method=None) -> Outcome:
     model, tokenizer = loaded
     device = model.lm_head.weight.device
     store.open_cell(cell.cell_id, run_id, _cell_fields(cell))
     ran = 0
     try:
-        method = METHODS.get(cell.method)(model, tokenizer, cell.method_config)
+        method = method or METHODS.get(cell.method)(model, tokenizer, cell.method_config)
         task = TASKS.get(cell.task)(cell.task_config, tokenizer)
         instances = task.instances(cell.length, cell.samples, cell.seed)
         bar.total += len(instances) - cell.samples  # a task may give several instances per sample (LongBench)

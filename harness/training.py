@@ -31,14 +31,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from harness.checkpoints import SPEC_FILE
+from harness.checkpoints import SPEC_FILE, TRAINED_KEY
 from harness.errors import UserError
 from harness.models import load_model
 from tasks.data import read_book, undecodable_share
 from tasks.perplexity import PG19_TEST_IDS
 
 STATE_FILE = "trainer_state.pt"
-TRAINED_KEY = "trained"  # in training.json: what the weights have seen so far
 NOTICEABLE, MOST = 0.01, 0.5  # shares of undecodable bytes in a training book: warn, refuse
 LOG_FILE = "train_log.jsonl"
 
