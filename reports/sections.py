@@ -65,20 +65,21 @@ class Section:
         """Append a figure by name (the writer adds the PNG)."""
         self.blocks.append(Block("figure", text=caption, name=name))
 
-    def footnote(self, beyond, noncausal=(), memories=()) -> None:
-        """Append the footnotes of the marks a table above used (any of `beyond` / `noncausal` / `memories` true)."""
-        if any(bool(b) for b in beyond):
-            self.text(FOOTNOTE)
-        if any(bool(n) for n in noncausal):
-            self.text(LOOKAHEAD_NOTE)
-        if any(bool(m) for m in memories):
-            self.text(MEMORIES_NOTE)
+    def footnote(self, beyond, noncausal=(), memories=(), loaded=()) -> None:
+        """Append the footnotes of the marks a table above used (any of the flags true), in `mark`'s order."""
+        for flags, note in ((beyond, FOOTNOTE), (noncausal, LOOKAHEAD_NOTE), (memories, MEMORIES_NOTE),
+                            (loaded, LOADED_NOTE)):  # fmt: skip
+            if any(bool(flag) for flag in flags):
+                self.text(note)
 
 
-def mark(text: str, beyond, noncausal=False, memories=False) -> str:
-    """`0.667` -> `0.667†` past the trained window, `‡` for a look-ahead score, `*` past the trained memories."""
-    marks = (DAGGER, bool(beyond)), (LOOKAHEAD, bool(noncausal)), (MEMORIES, bool(memories))
-    return text + "".join(symbol for symbol, on in marks if on)
+def mark(text: str, beyond, noncausal=False, memories=False, loaded=False) -> str:
+    """`0.667` -> `0.667†`: marks for a cell's caveats, each with its footnote (`Section.footnote`).
+
+    † past the trained window, ‡ a look-ahead score, * past the trained memories, § timed under load.
+    """
+    marks = (DAGGER, beyond), (LOOKAHEAD, noncausal), (MEMORIES, memories), (LOADED, loaded)
+    return text + "".join(symbol for symbol, on in marks if bool(on))
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -237,16 +238,14 @@ def cost_section(tables: dict, figures: dict) -> Section:
     metrics = [m for m in METRICS if cost[m].notna().any()]
     median = medians(cost)
     shown = median[["task", "method"]].copy()
-    shown["length"] = [mark(str(n), b) + (LOADED if loaded else "") for n, b, loaded in
+    shown["length"] = [mark(str(n), b, loaded=loaded) for n, b, loaded in
                        zip(median["length"], median["beyond_window"], median["under_load"], strict=True)]  # fmt: skip
     shown["input tokens"] = median["input_tokens"].map(fmt)
     for metric in metrics:
         label, unit = METRICS[metric]
         shown[label] = median[metric].map(lambda v, unit=unit: human(v, unit))
     section.table(shown, "Median cost per sample")
-    section.footnote(median["beyond_window"])
-    if median["under_load"].any():
-        section.text(LOADED_NOTE)
+    section.footnote(median["beyond_window"], loaded=median["under_load"])
     if "scaling" in tables:
         fits = tables["scaling"].assign(text=lambda f: [
             f"{fmt(k)} (r²={fmt(r2)}, {n} lengths)" if math.isfinite(k) else f"n/a ({n} length{'s' * (n != 1)})"

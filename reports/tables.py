@@ -148,9 +148,8 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
     """
     scored = samples[~samples["skipped"] & samples["score"].notna()]
     by_cell = dict(tuple(scored.groupby("cell_id")))
-    beyond = samples.groupby("cell_id")["beyond_window"].any()
-    noncausal = samples.groupby("cell_id")["noncausal"].any()
-    beyond_memory = samples.groupby("cell_id")["beyond_memory"].any()
+    marks = ["beyond_window", "noncausal", "beyond_memory"]
+    flags = samples.groupby("cell_id")[marks].any().to_dict("index")
     rows = []
     for _, cell in cells.iterrows():
         group = by_cell.get(cell["cell_id"], scored.iloc[:0])
@@ -165,9 +164,7 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
                 "metric": headline, "value": value, "ci_low": low, "ci_high": high, "n": len(group),
                 "skipped": int(samples.loc[samples["cell_id"] == cell["cell_id"], "skipped"].sum()),
                 "status": cell["status"], "error": cell["error"], "higher_is_better": higher_is_better(cell["task"]),
-                "beyond_window": bool(beyond.get(cell["cell_id"], False)),
-                "noncausal": bool(noncausal.get(cell["cell_id"], False)),
-                "beyond_memory": bool(beyond_memory.get(cell["cell_id"], False)),
+                **{name: bool(flags.get(cell["cell_id"], {}).get(name, False)) for name in marks},
             }
         )  # fmt: skip
     return pd.DataFrame(rows).sort_values(["task", "method", "length"], ignore_index=True)
