@@ -15,7 +15,7 @@ import torch
 from methods.backbone import Backbone
 from methods.base import greedy_decode
 from methods.uio.adapters import UIOAdapters
-from methods.uio.model import MemoryDecoderAttention, encode, transfer
+from methods.uio.memory import MemoryDecoderAttention, encode, transfer
 from methods.uio.trainer import MemoryPrefixAttention
 
 

@@ -1,11 +1,8 @@
 """UIO-LLMs: segment compression into memory tokens read by the frozen decoder.
 
 An encoder compresses each segment into memory tokens; a transfer head turns them into K/V that the
-frozen decoder reads as a prefix (paper Fig. 2 and section 3, arXiv 2406.18173).
-
-Reads top to bottom like the figure: `encode` (segment -> per-layer memory states), `transfer`
-(memory states -> decoder K/V), `MemoryDecoderAttention` (decoder attention over
-[memory ; raw open segment ; block]), and `UIO`, which streams documents through them.
+frozen decoder reads as a prefix (paper Fig. 2 and section 3, arXiv 2406.18173). The memory path is
+`methods.uio.memory`; `UIO` streams documents through it, and trains with `methods.uio.trainer`.
 """
 
 from __future__ import annotations
@@ -14,152 +11,12 @@ import torch
 
 from harness.checkpoints import trained_extent
 from harness.errors import UserError
-from methods.attention import rotate
-from methods.backbone import Backbone, join_scores, rms_norm
+from methods.backbone import Backbone, join_scores
 from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
-from methods.kv_buffer import KVBuffer
+from methods.uio import autoencode, trainer
 from methods.uio.adapters import UIOAdapters
 from methods.uio.config import UIOConfig, UIOTrainConfig
-from methods.uio.kernels import compression_attention, compression_positions, decoder_attention
-
-
-def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, memory_tokens: int) -> torch.Tensor:
-    """Compress segments into memory: per layer, the post-`input_layernorm` states at the `<mem>` positions.
-
-    The encoder is the frozen model with the encoder LoRA on q and v. It stops at the last layer's
-    attention input, the last thing the memory needs.
-
-    Args:
-        backbone: the shared decoder modules.
-        adapters: UIO's adapters (encoder LoRA, `<mem>` embedding).
-        segments: `[B, l]` token ids of B independent segments.
-        memory_tokens: m.
-
-    Returns:
-        `[L, B, m, D]` memory states.
-    """
-    batch, length = segments.shape
-    memory = adapters.memory_embedding.to(backbone.embed(segments[:1, :1]).dtype).expand(batch, memory_tokens, -1)
-    hidden = torch.cat([backbone.embed(segments), memory], dim=1)
-    cos, sin = backbone.rope(compression_positions(length, memory_tokens).to(backbone.device))
-    heads, kv_heads, dim = backbone.n_heads, backbone.n_kv_heads, backbone.head_dim
-    size = length + memory_tokens
-    states = []
-    for index, layer in enumerate(backbone.layers):
-        x = rms_norm(layer.input_layernorm, hidden)
-        states.append(x[:, length:])
-        if index == len(backbone.layers) - 1:
-            break
-        lora = adapters.encoder.layers[index].self_attn
-        q = lora.q_proj(x).view(batch, size, heads, dim).transpose(1, 2)
-        k = layer.self_attn.k_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
-        v = lora.v_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
-        out = compression_attention(rotate(q, cos, sin), rotate(k, cos, sin), v, memory_tokens, backbone.scale)
-        hidden = hidden + layer.self_attn.o_proj(out.transpose(1, 2).reshape(batch, size, -1))
-        hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
-    return torch.stack(states)
-
-
-def transfer(
-    backbone: Backbone, adapters: UIOAdapters, states: torch.Tensor
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Transfer head: memory states of one segment -> per-layer decoder K (before RoPE) and V.
-
-    K = m (W_K + B_K A_K), V = m (W_V + B_V A_V) with the transfer LoRA (paper Eq. 2); with B = 0 this
-    is exactly the frozen model's K/V of the memory states.
-
-    Args:
-        backbone: the shared decoder modules.
-        adapters: UIO's adapters (transfer LoRA).
-        states: `[L, m, D]` memory states of one segment.
-
-    Returns:
-        per layer, `([1, Hkv, m, d], [1, Hkv, m, d])`.
-    """
-    out = []
-    kv_heads, dim = backbone.n_kv_heads, backbone.head_dim
-    for index, layer_states in enumerate(states):
-        lora = adapters.transfer.layers[index].self_attn
-        k = lora.k_proj(layer_states).view(1, -1, kv_heads, dim).transpose(1, 2)
-        v = lora.v_proj(layer_states).view(1, -1, kv_heads, dim).transpose(1, 2)
-        out.append((k, v))
-    return out
-
-
-class MemoryDecoderAttention:
-    """Decoder attention of one document over `[memory of past segments ; raw open segment ; block]`.
-
-    Positions are contiguous from 0: memory slot j of the i-th kept segment at i*m + j, then the raw
-    tokens. Memory keys are rotated once per segment (re-rotated only when `keep_recent` evicts).
-    """
-
-    def __init__(self, backbone: Backbone, memory_tokens: int):
-        self.backbone = backbone
-        self.memory_tokens = memory_tokens
-        layers = len(backbone.layers)
-        self.segments: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per segment, per layer (k pre-RoPE, v)
-        self.memory_k: list[torch.Tensor | None] = [None] * layers
-        self.memory_v: list[torch.Tensor | None] = [None] * layers
-        self.raw = [KVBuffer() for _ in range(layers)]
-        self._positions: torch.Tensor | None = None
-
-    @property
-    def memory_length(self) -> int:
-        """Memory slots held (positions taken by memory)."""
-        return len(self.segments) * self.memory_tokens
-
-    @property
-    def raw_length(self) -> int:
-        """Raw tokens of the open segment held."""
-        return self.raw[0].length
-
-    def add_segment(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Append a compressed segment's memory K/V and drop the raw K/V it replaces."""
-        start = self.memory_length
-        self.segments.append(kv)
-        cos, sin = self.backbone.rope(torch.arange(start, start + self.memory_tokens, device=self.backbone.device))
-        for layer, (k, v) in enumerate(kv):
-            k = rotate(k, cos, sin)
-            self.memory_k[layer] = k if self.memory_k[layer] is None else torch.cat([self.memory_k[layer], k], dim=2)
-            self.memory_v[layer] = v if self.memory_v[layer] is None else torch.cat([self.memory_v[layer], v], dim=2)
-        self.drop_raw()
-
-    def drop_raw(self) -> None:
-        """Forget the open segment's raw K/V (its memory, if any, is already added)."""
-        self.raw = [KVBuffer() for _ in self.raw]
-
-    def drop_oldest(self) -> None:
-        """Evict the oldest segment's memory, renumber the rest from position 0 and empty the raw K/V.
-
-        The raw K/V of the open segment are stale after a drop: its keys sit m positions too far on, and
-        from layer 1 on its K/V carry what the tokens read from the evicted memory. The caller decodes
-        the open segment again (`UIO._make_room`).
-        """
-        kept = self.segments[1:]
-        self.segments = []
-        self.memory_k = [None] * len(self.memory_k)
-        self.memory_v = [None] * len(self.memory_v)
-        for kv in kept:
-            self.add_segment(kv)
-        self.drop_raw()
-
-    def attend(self, layer, q, k, v, positions):
-        """Rotate the block at its positions, cache its raw K/V, attend over memory + raw."""
-        if positions is not self._positions:
-            self._positions, self._tables = positions, self.backbone.rope(positions)
-        cos, sin = self._tables
-        raw = self.raw[layer]
-        raw.append(rotate(k, cos, sin), v)
-        keys, values = raw.k, raw.v
-        if self.memory_k[layer] is not None:
-            keys = torch.cat([self.memory_k[layer], keys], dim=2)
-            values = torch.cat([self.memory_v[layer], values], dim=2)
-        return decoder_attention(rotate(q, cos, sin), keys, values, self.backbone.scale)
-
-    def nbytes(self) -> int:
-        """Bytes of memory K/V and raw K/V held."""
-        memory = sum(t.numel() * t.element_size() for t in self.memory_k + self.memory_v if t is not None)
-        return memory + sum(buffer.nbytes() for buffer in self.raw)
+from methods.uio.memory import MemoryDecoderAttention, encode, transfer
 
 
 @register_method("uio")
@@ -248,45 +105,37 @@ class UIO(LongContextModel):
 
         `strategy` is a strategy or one of `STRATEGY_VARIANTS` (`unbiased-official`).
         """
-        from methods.uio.trainer import document_gradients  # the trainer builds on this module
-
         options = self.STRATEGY_VARIANTS.get(strategy, {"strategy": strategy})
-        return document_gradients(self, input_ids, window=window, seed=seed, **options)
+        return trainer.document_gradients(self, input_ids, window=window, seed=seed, **options)
 
     def backward_document(self, input_ids: torch.Tensor) -> float:
         """Accumulate one document's gradient under `train_config`; returns its mean segment loss.
 
         Reservoir draws come from torch's global generator, whose state training checkpoints save.
         """
-        from methods.uio.trainer import reservoir_draws, run_document  # the trainer builds on this module
-
         if self.train_config.objective == "autoencode":
             return self._backward_autoencode(input_ids)
-        document = run_document(
+        document = trainer.run_document(
             self.backbone, self.adapters, input_ids, self.config.segment, self.config.memory_tokens,
-            self.train_config, reservoir_draws(),
+            self.train_config, trainer.reservoir_draws(),
         )  # fmt: skip
         return sum(document.losses) / len(document.losses)
 
     def _backward_autoencode(self, input_ids: torch.Tensor) -> float:
         """The auto-encoding objective: every segment of the document decoded back from its own memory."""
-        from methods.uio.autoencode import autoencode_loss  # builds on this module
-
         segments = input_ids.to(self.backbone.device).view(-1, self.config.segment)
         losses = []
         for ids in segments:
-            loss = autoencode_loss(self.backbone, self.adapters, ids, self.config.memory_tokens)
+            loss = autoencode.autoencode_loss(self.backbone, self.adapters, ids, self.config.memory_tokens)
             (loss / len(segments)).backward()
             losses.append(float(loss.detach()))
         return sum(losses) / len(losses)
 
     def reconstruct(self, input_ids: torch.Tensor) -> list[int]:
         """A `segment`-token text compressed into memory and decoded back from it alone (the auto-encoding check)."""
-        from methods.uio.autoencode import reconstruct  # builds on this module
-
         if input_ids.numel() != self.config.segment:
             raise UserError(f"uio reconstructs one segment: give {self.config.segment} tokens, got {input_ids.numel()}")
-        return reconstruct(self.backbone, self.adapters, input_ids, self.config.memory_tokens)
+        return autoencode.reconstruct(self.backbone, self.adapters, input_ids, self.config.memory_tokens)
 
     def trained_extent(self, seq_len: int) -> dict[str, int]:
         """What training on `seq_len`-token documents showed the weights: the last segment read the rest's memories."""

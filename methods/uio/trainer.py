@@ -34,7 +34,7 @@ from methods.backbone import Backbone
 from methods.uio.adapters import UIOAdapters
 from methods.uio.config import UIOTrainConfig
 from methods.uio.kernels import decoder_attention
-from methods.uio.model import encode, transfer
+from methods.uio.memory import encode, transfer
 
 
 class MemoryPrefixAttention:

@@ -11,7 +11,8 @@ import torch
 from methods.base import METHODS
 from methods.uio.autoencode import teacher_forced
 from methods.uio.config import UIOConfig, UIOTrainConfig
-from methods.uio.model import UIO, encode
+from methods.uio.memory import encode
+from methods.uio.model import UIO
 from tasks.autoencode import bleu4, ngram_counts, rouge_l
 
 SEGMENT, MEMORY = 16, 4

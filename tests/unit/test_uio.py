@@ -20,7 +20,7 @@ from methods.uio.kernels import (
     decoder_attention,
     has_flash_attn,
 )
-from methods.uio.model import encode, transfer
+from methods.uio.memory import encode, transfer
 
 SMALL = dict(segment=16, memory_tokens=4, lora_rank=4, lora_alpha=16, encode_batch=3)
 

@@ -9,7 +9,8 @@ import torch
 
 from harness.models import load_model
 from methods.uio.config import STRATEGIES, UIOConfig, UIOTrainConfig
-from methods.uio.model import UIO, encode
+from methods.uio.memory import encode
+from methods.uio.model import UIO
 from methods.uio.trainer import RUNS, document_gradients, reservoir_draws, run_document, segment_loss
 
 SEGMENT, MEMORY, T = 8, 2, 6
