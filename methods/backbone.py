@@ -12,12 +12,15 @@ is not applied by the backbone: a method that wants it implements it.
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 from typing import Protocol
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from harness.errors import UserError
+from methods.parts import PROJECTIONS, Parts
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("linear", "dynamic", "yarn")
@@ -46,10 +49,32 @@ class Attention(Protocol):
         ...
 
 
-class Backbone(nn.Module):
-    """Decoder forward over `model`'s modules; weights are shared with it, never copied."""
+class Layer:
+    """One decoder layer's modules, under HF's names: a method's own (`Parts`) where it has them, else the base's."""
 
-    def __init__(self, model: nn.Module, rope_scaling: dict | None = None):
+    def __init__(self, base: nn.Module, own: nn.Module | None):
+        own_attention = getattr(own, "self_attn", None)
+        self.self_attn = SimpleNamespace(**{name: _pick(own_attention, base.self_attn, name) for name in PROJECTIONS})
+        self.input_layernorm = _pick(own, base, "input_layernorm")
+        self.post_attention_layernorm = _pick(own, base, "post_attention_layernorm")
+        self.mlp = base.mlp
+
+
+def _pick(own: nn.Module | None, base: nn.Module, name: str) -> nn.Module:
+    """`own.name` when the method has its own module there, else `base.name`."""
+    module = getattr(own, name, None) if own is not None else None
+    return module if module is not None else getattr(base, name)
+
+
+class Backbone(nn.Module):
+    """Decoder forward over `model`'s modules; weights are shared with it, never copied.
+
+    `parts` (`methods.parts.Parts`) hands the backbone a method's own modules for some parts of the
+    model (LoRA-wrapped projections, trained norms and input embedding); the output layer is always
+    the base model's.
+    """
+
+    def __init__(self, model: nn.Module, rope_scaling: dict | None = None, parts: Parts | None = None):
         super().__init__()
         config = model.config
         if config.model_type not in SUPPORTED:
@@ -64,11 +89,17 @@ class Backbone(nn.Module):
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5
         self.rotary = scaled_rotary(inner.rotary_emb, config, rope_scaling) if rope_scaling else inner.rotary_emb
+        self.parts = parts
+        self.checkpoint_layers = False
+        own = parts.layers if parts is not None else [None] * len(inner.layers)
+        self._layers = [Layer(layer, mine) for layer, mine in zip(inner.layers, own, strict=True)]
+        self.embed_tokens = _pick(parts, inner, "embed_tokens")
+        self.norm = _pick(parts, inner, "norm")
 
     @property
-    def layers(self) -> nn.ModuleList:
-        """The decoder layers of the wrapped model."""
-        return self.model.model.layers
+    def layers(self) -> list[Layer]:
+        """The decoder layers: the method's own modules where its `parts` has them, the base model's elsewhere."""
+        return self._layers
 
     @property
     def device(self) -> torch.device:
@@ -83,7 +114,7 @@ class Backbone(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """`[B, T]` ids -> `[B, T, D]` input embeddings."""
-        return self.model.model.embed_tokens(input_ids)
+        return self.embed_tokens(input_ids)
 
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor, attention: Attention) -> torch.Tensor:
         """Run the decoder layers on embeddings.
@@ -96,18 +127,29 @@ class Backbone(nn.Module):
         Returns:
             `[B, T, D]` final hidden states, after the final norm.
 
+        With `checkpoint_layers` (the training loop's `--activation-checkpointing`), each layer keeps only
+        its input for backward and runs again then: activations of one layer at a time instead of all of
+        them (a 16K-token SmolLM2 document: about 20 GB -> 1 GB). The attention must then be stateless
+        (a training attention), since it runs twice.
         """
-        batch, length, _ = hidden.shape
+        recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            x = rms_norm(layer.input_layernorm, hidden)
-            q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            out = attention.attend(index, q, k, v, positions)
-            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-            hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
-        return rms_norm(self.model.model.norm, hidden)
+            if recompute:
+                hidden = checkpoint(self._layer, index, layer, hidden, positions, attention, use_reentrant=False)
+            else:
+                hidden = self._layer(index, layer, hidden, positions, attention)
+        return rms_norm(self.norm, hidden)
+
+    def _layer(self, index: int, layer: Layer, hidden, positions, attention: Attention) -> torch.Tensor:
+        batch, length, _ = hidden.shape
+        attn = layer.self_attn
+        x = rms_norm(layer.input_layernorm, hidden)
+        q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        out = attention.attend(index, q, k, v, positions)
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""

@@ -8,6 +8,7 @@ import torch
 
 from methods.backbone import Attention, Backbone, join_scores
 from methods.base import InputTooLong, LongContextModel, greedy_decode
+from methods.parts import Parts
 
 
 def spans(input_ids: torch.Tensor, start: int, stop: int, size: int):
@@ -19,12 +20,13 @@ def spans(input_ids: torch.Tensor, start: int, stop: int, size: int):
 class DecoderMethod(LongContextModel):
     """Streams a document through the backbone in chunks of `config.chunk_size` tokens.
 
-    Subclasses provide `new_attention()` (the per-document cache) and may set `rope_scaling`.
+    Subclasses provide `new_attention()` (the per-document cache) and may set `rope_scaling` and their own
+    modules for parts of the model (`parts`, `methods.parts.Parts`: LongLoRA's trained decoder).
     """
 
-    def __init__(self, model, tokenizer, config, rope_scaling: dict | None = None):
+    def __init__(self, model, tokenizer, config, rope_scaling: dict | None = None, parts: Parts | None = None):
         super().__init__(model, tokenizer, config)
-        self.backbone = Backbone(model, rope_scaling)
+        self.backbone = Backbone(model, rope_scaling, parts)
         self.reset()
 
     @abstractmethod

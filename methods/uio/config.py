@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.checkpoints import checked_directory
 from methods.base import MethodConfig
 
 
@@ -52,15 +52,7 @@ class UIOConfig(MethodConfig):
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, checkpoint: str | None) -> str | None:
-        if checkpoint is None:
-            return None
-        if not checkpoint.strip():
-            raise ValueError("UIO checkpoint is empty: name a checkpoint directory, or leave it out (untrained)")
-        if Path(checkpoint).is_file():
-            raise ValueError(f"UIO checkpoint '{checkpoint}' is a file, not a checkpoint directory")
-        if not Path(checkpoint).is_dir():
-            raise ValueError(f"UIO checkpoint '{checkpoint}' does not exist")
-        return checkpoint
+        return checked_directory(checkpoint, "UIO")
 
     @model_validator(mode="after")
     def _check(self) -> UIOConfig:

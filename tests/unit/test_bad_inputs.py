@@ -135,7 +135,8 @@ CASES = [
      "segment=32 contradicts checkpoint '{d}/ckpt', trained with segment=16"),
     ("uio-checkpoint-size-mismatch", [*UIO_EVAL, "--method-opt", "checkpoint={d}/ckpt-bare", "--method-opt",
                                       "segment=16", "--method-opt", "memory_tokens=4"],
-     "size mismatch for layers.0.self_attn.q_proj.lora_A.encoder.weight: copying a param with shape"),
+     "UIO checkpoint '{d}/ckpt-bare' does not match this model: layers.0.self_attn.q_proj.lora_A.weight is (2, 64), "
+     "expected (128, 64)"),
     ("uio-checkpoint-file", [*UIO_EVAL, "--method-opt", "checkpoint={d}/text.txt"], "is a file, not a checkpoint"),
     ("uio-checkpoint-empty", [*UIO_EVAL, "--method-opt", "checkpoint="], "'checkpoint=' has no value"),
     # training and gradients
