@@ -1,0 +1,127 @@
+"""LongLoRA's S²-Attn (shifted sparse attention), the fine-tuning-only attention pattern (Chen et al., 2023).
+
+Paper: https://arxiv.org/abs/2309.12307; official code https://github.com/dvlab-research/LongLoRA
+(`llama_attn_replace.py`). Spec: `shared/research/baselines.md` §3.1.
+
+The sequence is cut into groups of `G` tokens and attention is causal inside each group only. Heads
+`0..H/2-1` use the groups `[0, G), [G, 2G), …`; heads `H/2..H-1` use the same groups shifted by `G/2`, so
+information crosses group boundaries through the shifted half. Two official variants differ there:
+
+- `rolled=False` (default; the official flash path, `forward_flashattn`): the shifted groups are
+  `[0, G/2), [G/2, 3G/2), …, [N - G/2, N)`. No token ever sees a later one.
+- `rolled=True` (the official non-flash path, `forward_noflashattn`): the shifted heads' q, k, v are
+  rolled by `-G/2`, grouped, and the output rolled back. The last group is then `[N - G/2, N)` followed
+  by `[0, G/2)`, so tokens `0..G/2-1` attend to the last `G/2` tokens: a future-context leak in half of
+  the heads, which the maintainers call intentional (LongLoRA issue #15). Kept only as a fidelity flag.
+
+q, k and v arrive rotated at their absolute positions (RoPE before shifting, as upstream). The flash-attn
+varlen path is not implemented: grouped SDPA already runs each group as a dense causal block.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from methods.attention import repeat_kv, sdpa
+
+
+def group_size(length: int, ratio: float = 0.25) -> int:
+    """Official group size `int(N * ratio)` (`group_size_ratio = 1/4` upstream), rounded down to even, >= 2.
+
+    The shifted half needs `G/2` to be a whole number of tokens, hence even. Upstream does not round: its
+    training lengths are powers of two, where `int(N / 4)` is already even.
+    """
+    if length < 1 or ratio <= 0:
+        raise ValueError(f"need length >= 1 and ratio > 0, got length={length}, ratio={ratio}")
+    return max(2, int(length * ratio) // 2 * 2)
+
+
+def _causal_groups(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: int, group: int, scale: float
+) -> torch.Tensor:
+    """Causal attention inside the groups `[0, first), [first, first + G), …`, the last one possibly partial.
+
+    Full groups run as one batched SDPA call over `[B * n_groups, h, G, d]`; the short first and last
+    groups run as their own causal calls. That is exactly "pad to whole groups with masked keys and drop
+    the padded query rows", without materialising a mask or padding.
+
+    Args:
+        q: `[B, h, N, d]` queries.
+        k: `[B, hkv, N, d]` keys (`h` a multiple of `hkv`).
+        v: `[B, hkv, N, d]` values.
+        first: length of the first group, `0` when it is a full one.
+        group: `G`, length of every other group.
+        scale: softmax scale.
+
+    Returns:
+        `[B, h, N, d]` outputs.
+
+    """
+    n = q.shape[2]
+    first = min(first, n)
+    n_full = (n - first) // group
+    stop = first + n_full * group
+    out = []
+    if first:
+        out.append(sdpa(q[:, :, :first], k[:, :, :first], v[:, :, :first], is_causal=True, scale=scale))
+    if n_full:
+
+        def grouped(x: torch.Tensor) -> torch.Tensor:  # [B, h, n_full * G, d] -> [B * n_full, h, G, d]
+            b, h, _, d = x.shape
+            return x[:, :, first:stop].unflatten(2, (n_full, group)).transpose(1, 2).reshape(b * n_full, h, group, d)
+
+        o = sdpa(grouped(q), grouped(k), grouped(v), is_causal=True, scale=scale)
+        b, h, _, d = q.shape
+        out.append(o.view(b, n_full, h, group, d).transpose(1, 2).reshape(b, h, n_full * group, d))
+    if stop < n:
+        out.append(sdpa(q[:, :, stop:], k[:, :, stop:], v[:, :, stop:], is_causal=True, scale=scale))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+
+def s2_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, scale: float, rolled: bool = False
+) -> torch.Tensor:
+    """Shifted sparse attention over a whole sequence (training-time self-attention, no cache).
+
+    `N` need not be a multiple of `G` in the default variant: the last group of each half is shorter,
+    as if padded with keys nobody attends to. When `G >= 2N` both halves hold a single group and the
+    result is plain causal attention; with `N <= G < 2N` only the unshifted half is.
+
+    GQA: query head `i` uses KV head `i // (H / Hkv)` as in `repeat_kv`. When `Hkv` is even each half
+    of the query heads uses its own half of the KV heads, which are sliced; when `Hkv` is odd a KV head
+    is shared by both halves, so K/V are expanded with `repeat_kv` first (upstream always expands).
+
+    Args:
+        q: `[B, H, N, d]` queries rotated at positions `0..N-1`; `H` even.
+        k: `[B, Hkv, N, d]` keys rotated at the same positions; `H` a multiple of `Hkv`.
+        v: `[B, Hkv, N, d]` values.
+        group: `G`, tokens per group, positive and even (see `group_size`).
+        scale: softmax scale, `head_dim ** -0.5` for Llama.
+        rolled: use the official non-flash variant (wrap-around leak, see the module docstring). It
+            needs `N % G == 0`, as upstream, since rolling a partial group has no official meaning.
+
+    Returns:
+        `[B, H, N, d]` outputs, heads in the input order.
+
+    """
+    n_heads, n_kv, n = q.shape[1], k.shape[1], q.shape[2]
+    if group < 2 or group % 2:
+        raise ValueError(f"group must be a positive even number of tokens, got {group}")
+    if n_heads % 2 or n_heads % n_kv:
+        raise ValueError(f"need an even number of query heads, a multiple of the KV heads; got H={n_heads}, Hkv={n_kv}")
+    if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2] != n:
+        raise ValueError(f"k, v must be [B, Hkv, N, d] for q {tuple(q.shape)}; got {tuple(k.shape)}, {tuple(v.shape)}")
+    if rolled and n % group:
+        raise ValueError(f"rolled=True needs the length to be a multiple of the group: N={n}, G={group}")
+    if n_kv % 2:
+        k, v = repeat_kv(k, n_heads // n_kv), repeat_kv(v, n_heads // n_kv)
+    h, hkv, half = n_heads // 2, k.shape[1] // 2, group // 2
+
+    plain = _causal_groups(q[:, :h], k[:, :hkv], v[:, :hkv], 0, group, scale)
+    q2, k2, v2 = q[:, h:], k[:, hkv:], v[:, hkv:]
+    if rolled:
+        q2, k2, v2 = (x.roll(-half, dims=2) for x in (q2, k2, v2))
+        shifted = _causal_groups(q2, k2, v2, 0, group, scale).roll(half, dims=2)
+    else:
+        shifted = _causal_groups(q2, k2, v2, half, group, scale)
+    return torch.cat([plain, shifted], dim=1)
