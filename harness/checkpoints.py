@@ -17,6 +17,20 @@ from harness.errors import UserError
 
 SPEC_FILE = "training.json"
 TRAINED_KEY = "trained"  # in training.json, beside the spec: what the weights have seen so far
+RESOLVED_KEY = "checkpoint_options"  # in training.json: the values of Config.checkpoint_options trained with
+
+
+def checked_directory(checkpoint: str | None, what: str) -> str | None:
+    """A config validator's answer for a checkpoint field: the directory, or a ValueError that says what is wrong."""
+    if checkpoint is None:
+        return None
+    if not checkpoint.strip():
+        raise ValueError(f"{what} checkpoint is empty: name a checkpoint directory, or leave it out (untrained)")
+    if Path(checkpoint).is_file():
+        raise ValueError(f"{what} checkpoint '{checkpoint}' is a file, not a checkpoint directory")
+    if not Path(checkpoint).is_dir():
+        raise ValueError(f"{what} checkpoint '{checkpoint}' does not exist")
+    return checkpoint
 
 
 def read_spec(directory: str) -> dict[str, Any] | None:
@@ -28,7 +42,8 @@ def read_spec(directory: str) -> dict[str, Any] | None:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"checkpoint '{directory}': {SPEC_FILE} is not readable JSON ({error})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("method_options", {}), dict):
+    sections = ("method_options", RESOLVED_KEY)
+    if not isinstance(spec, dict) or any(not isinstance(spec.get(key, {}), dict) for key in sections):
         raise UserError(f"checkpoint '{directory}': {SPEC_FILE} is not an lch training spec")
     return spec
 
@@ -67,7 +82,8 @@ def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[st
         spec = read_spec(directory)
         if spec is None:
             continue
-        method, stored = spec.get("method"), spec.get("method_options", {})
+        # the options as trained (defaults and training-time choices resolved) over the options given to `lch train`
+        method, stored = spec.get("method"), {**spec.get("method_options", {}), **spec.get(RESOLVED_KEY, {})}
         if method != cls.name:
             raise UserError(f"{where}: checkpoint '{directory}' was trained for method '{method}', not '{cls.name}'")
         fixed = {key: value for key, value in stored.items() if key in config_cls.checkpoint_options}

@@ -184,7 +184,7 @@ def _extra_options(extra: list[str], method: str) -> tuple[dict[str, Any], dict[
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a method's trainable parts; every few steps a resumable checkpoint is written to --out."""
     from harness.sweep import validate
-    from harness.training import TrainSpec, train
+    from harness.training import TrainSpec, train, trainable_class
 
     if args.stages and (args.steps or args.seq_len):
         raise UserError("--stages replaces --steps and --seq-len: give one or the other")
@@ -195,11 +195,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         "method": args.method, "model": args.model, "dtype": args.dtype, "device": args.device,
         "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
         "stages": _stages(args.stages) if args.stages else None,
-        "accumulation": args.accumulation, "lr": args.lr, "weight_decay": args.weight_decay, "clip": args.clip,
-        "warmup": args.warmup, "checkpoint_every": args.checkpoint_every, "seed": args.seed, "out": args.out,
+        "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
+        "activation_checkpointing": args.activation_checkpointing, "seed": args.seed, "out": args.out,
         "method_options": method_options | _options(args.method_opt, "--method-opt"),
         "train_options": train_options | _options(args.train_opt, "--train-opt"),
     }  # fmt: skip
+    optimizer = {"lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup, "schedule": args.schedule}
+    official = getattr(trainable_class(args.method), "OPTIMIZER_DEFAULTS", {})
+    data |= official | {key: value for key, value in optimizer.items() if value is not None}
     spec = validate(TrainSpec, data, "lch train")
     log = train(spec, resume=args.resume, progress=not args.quiet)
     print(f"{len(log)} steps, last loss {log[-1]['loss']:.4f}; checkpoint in {spec.out}")
@@ -333,11 +336,18 @@ def parser() -> argparse.ArgumentParser:
         "schedule over all steps); replaces --steps and --seq-len",
     )
     tr.add_argument("--accumulation", type=int, default=1, help="documents per optimizer step (default 1)")
-    tr.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate (default 1e-4)")
-    tr.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
+    official = "the method's official default (uio: lr 1e-4, weight decay 0.1, warm-up 0.01, cosine; longlora: "
+    official += "2e-5, 0, 0.02, constant)"
+    tr.add_argument("--lr", type=float, help=f"AdamW peak learning rate ({official})")
+    tr.add_argument("--weight-decay", type=float, help="AdamW weight decay (the method's official default)")
     tr.add_argument("--clip", type=float, default=1.0, help="gradient max-norm (default 1.0)")
-    tr.add_argument("--warmup", type=float, default=0.01, help="warm-up fraction of the steps, then cosine (0.01)")
+    tr.add_argument("--warmup", type=float, help="warm-up fraction of the steps (the method's official default)")
+    tr.add_argument("--schedule", choices=("cosine", "constant"), help="after warm-up (the method's official one)")
     tr.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints (default 10)")
+    tr.add_argument(
+        "--activation-checkpointing", action="store_true",
+        help="keep one layer's activations at a time, recomputed in backward (long documents on small memory)",
+    )  # fmt: skip
     tr.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
     tr.add_argument("--out", required=True, help="checkpoint folder (loadable with --method-opt checkpoint=DIR)")
     tr.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")

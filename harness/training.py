@@ -24,14 +24,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from harness.checkpoints import SPEC_FILE, TRAINED_KEY
+from harness.checkpoints import RESOLVED_KEY, SPEC_FILE, TRAINED_KEY
 from harness.errors import UserError
 from harness.models import load_model
 from tasks.data import read_book, undecodable_share
@@ -54,6 +54,7 @@ class Stage(BaseModel):
 class TrainSpec(BaseModel):
     """One training run. Optimizer defaults are UIO-LLMs' official ones (AdamW, `train.py`, `src/misc.py`).
 
+    A method's `OPTIMIZER_DEFAULTS` (LongLoRA's) replace them for `lch train` when the user gives none.
     The run is `steps` steps on `seq_len`-token documents, or `stages` (`--stages 4096:60,16384:20`): one
     optimizer and one warm-up + cosine schedule over all their steps, each stage on documents of its length.
     """
@@ -77,7 +78,9 @@ class TrainSpec(BaseModel):
     weight_decay: float = Field(0.1, ge=0)
     clip: float = Field(1.0, gt=0)
     warmup: float = Field(0.01, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
     checkpoint_every: int = Field(10, ge=1)
+    activation_checkpointing: bool = False
     seed: int = 0
     out: str
 
@@ -110,7 +113,7 @@ class TrainSpec(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
-        return self.model_dump(mode="json", exclude={"steps", "checkpoint_every", "out"})
+        return self.model_dump(mode="json", exclude={"steps", "checkpoint_every", "activation_checkpointing", "out"})
 
 
 def training_books(data: str, allow_test_data: bool) -> list[Path]:
@@ -165,13 +168,15 @@ class Documents:
         return self.tokens[book][start : start + self.seq_len]
 
 
-def schedule(steps: int, warmup: float) -> Callable[[int], float]:
-    """Linear warm-up from 0 over `warmup` of the steps (at least one), then cosine decay to 0."""
+def schedule(steps: int, warmup: float, shape: str = "cosine") -> Callable[[int], float]:
+    """Linear warm-up from 0 over `warmup` of the steps (at least one), then cosine decay to 0 or constant."""
     warm = max(1, round(warmup * steps))
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        if shape == "constant":
+            return 1.0
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
 
     return factor
@@ -200,7 +205,9 @@ def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
     method.save(staging)
     longest = max(stage.seq_len for stage in spec.plan[: state["stage"] + 1])
     extent = getattr(method, "trained_extent", lambda seq_len: {"longest_document": seq_len})(longest)
-    (staging / SPEC_FILE).write_text(json.dumps({**spec.model_dump(mode="json"), TRAINED_KEY: extent}, indent=2))
+    resolved = {key: getattr(method.config, key) for key in type(method.config).checkpoint_options}
+    written = {**spec.model_dump(mode="json"), TRAINED_KEY: extent, RESOLVED_KEY: resolved}
+    (staging / SPEC_FILE).write_text(json.dumps(written, indent=2))
     (staging / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in state["log"]))
     torch.save(state, staging / STATE_FILE)
     if out.exists():
@@ -234,7 +241,8 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
         raise UserError(f"--out '{out}' holds a '{before.get('method')}' checkpoint, not '{spec.method}'")
     if not resume:
         raise UserError(f"--out '{out}' holds a checkpoint: pass --resume to go on, or choose another --out")
-    stored = TrainSpec(**{key: value for key, value in before.items() if key != TRAINED_KEY}).identity()
+    written = {key: value for key, value in before.items() if key not in (TRAINED_KEY, RESOLVED_KEY)}
+    stored = TrainSpec(**written).identity()
     changed = sorted(key for key, value in spec.identity().items() if stored.get(key) != value)
     if changed:
         raise UserError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({previous / SPEC_FILE})")
@@ -260,8 +268,15 @@ def build_trainable(spec: TrainSpec, config, train_config, loaded=None):
     """The method of `spec` with `config` on its base model, with `train_config` set (both from `method_configs`)."""
     cls = trainable_class(spec.method)
     model, tokenizer = loaded or load_model(spec.model, spec.dtype, spec.device)
+    window = model.config.max_position_embeddings
+    if hasattr(cls, "training_options"):  # options the method fixes from the training lengths (LongLoRA's RoPE factor)
+        from harness.sweep import validate
+
+        longest = max(stage.seq_len for stage in spec.plan)
+        options = cls.training_options(config.model_dump(exclude_unset=True), longest, window)
+        config = validate(cls.Config, options, f"method '{spec.method}'")
     for stage in spec.plan:
-        cls.check_document_length(config, stage.seq_len, model.config.max_position_embeddings)
+        cls.check_document_length(config, stage.seq_len, window)
     method = cls(model, tokenizer, config)
     method.train_config = train_config
     return method
@@ -310,9 +325,10 @@ def train(
     books = training_books(spec.data, spec.allow_test_data)
     torch.manual_seed(spec.seed)  # adapters draw their initial weights from it
     method = build_trainable(spec, config, train_config, loaded)
+    method.backbone.checkpoint_layers = spec.activation_checkpointing
     parameters = method.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.total_steps, spec.warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.total_steps, spec.warmup, spec.schedule))
     state: dict[str, Any] = {"step": 0, "stage": 0, "position": 0, "log": []}  # position: documents of the stage
     if previous is not None:
         method.load(previous)

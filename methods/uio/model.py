@@ -7,6 +7,8 @@ frozen decoder reads as a prefix (paper Fig. 2 and section 3, arXiv 2406.18173).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from harness.checkpoints import trained_extent
@@ -31,6 +33,7 @@ class UIO(LongContextModel):
     STOCHASTIC_STRATEGIES = ("unbiased", "unbiased-official")  # their gradient depends on a seed
     # `lch gradients` names for train options beyond the strategy: the official train.py's gradient
     STRATEGY_VARIANTS = {"unbiased-official": {"strategy": "unbiased", "compensation": False}}
+    OPTIMIZER_DEFAULTS: ClassVar[dict] = {}  # the training loop's defaults are UIO's official ones
 
     def __init__(self, model, tokenizer, config: UIOConfig):
         super().__init__(model, tokenizer, config)

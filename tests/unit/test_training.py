@@ -154,7 +154,7 @@ def test_out_folder_checks(data, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "ok"), "--resume", "--lr", "0.5"]) == 2
     assert "lr differ" in capsys.readouterr().err
     assert main(["train", "full", *argv[2:], "--out", str(tmp_path / "f")]) == 2
-    assert "not trainable. Trainable: uio" in capsys.readouterr().err
+    assert "not trainable. Trainable: longlora, uio" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([*argv[:5], str(empty), *argv[6:], "--out", str(tmp_path / "e")]) == 2

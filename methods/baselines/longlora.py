@@ -1,0 +1,195 @@
+"""LongLoRA: full attention with linear position interpolation, fine-tuned with S²-Attn and LoRA+.
+
+Chen et al. 2023 (https://arxiv.org/abs/2309.12307); code dvlab-research/LongLoRA (`fine-tune.py`,
+`llama_attn_replace.py`). Training runs the decoder with shifted sparse attention
+(`methods.baselines.s2_attn`) and LoRA+: LoRA on q, k, v, o plus trainable input embeddings and every
+norm (`trainable_params="embed,norm"`), RoPE interpolated linearly by ceil(training length / trained
+window). Inference is plain full attention with that interpolation (the maintainers: S²-Attn is for
+training only, issue #14). The trained modules are the method's own (`methods.parts.Parts`); the
+shared base model is never written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch.utils.checkpoint import checkpoint
+
+from harness.checkpoints import checked_directory, trained_extent
+from harness.errors import UserError
+from methods.attention import causal_attention, rotate
+from methods.backbone import LOGITS_CHUNK, Backbone
+from methods.base import MethodConfig, register_method
+from methods.baselines.full import FullAttention
+from methods.baselines.s2_attn import group_size, s2_attention
+from methods.decoder import DecoderMethod
+from methods.parts import PROJECTIONS, Parts
+
+WEIGHTS_FILE = "longlora.safetensors"
+
+
+class LongLoRAConfig(MethodConfig):
+    """LongLoRA at inference: full attention, RoPE interpolated by `rope_factor`, with the checkpoint's LoRA+.
+
+    Official defaults: LoRA r=8, alpha=16 on q, k, v, o (`fine-tune.py`). `rope_factor`: the linear
+    position-interpolation factor; None takes the checkpoint's, and without a checkpoint is 1 (the base
+    model as it is, LoRA at zero). Training sets it to ceil(longest training length / trained window)
+    when left out, as the official scripts do, and writes it into the checkpoint.
+
+    Deviation: the official tokenizer step adds a `[PAD]` token and resizes the embeddings (Llama has no
+    pad token); lch packs documents without padding, so the vocabulary is left as it is.
+    """
+
+    checkpoint: str | None = None
+    rope_factor: float | None = Field(None, ge=1.0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    chunk_size: int = Field(2048, ge=1)
+    checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
+    checkpoint_options: ClassVar[tuple[str, ...]] = ("rope_factor", "lora_rank", "lora_alpha")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, checkpoint: str | None) -> str | None:
+        return checked_directory(checkpoint, "LongLoRA")
+
+
+class LongLoRATrainConfig(BaseModel):
+    """How the decoder attends in training: S²-Attn (official) with groups of `group_ratio` of the document.
+
+    `rolled`: the official non-flash variant, whose last shifted group wraps around (half the heads of
+    the first G/2 tokens see the document's end, issue #15); default: the flash path's semantics, no
+    wrap-around. `attention: full` trains with full causal attention (LongLoRA's "full fine-tuning
+    attention" ablation, and the cost control for S²-Attn).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attention: str = Field("s2", pattern="^(s2|full)$")
+    group_ratio: float = Field(0.25, gt=0, le=1)
+    rolled: bool = False
+
+
+class TrainingAttention:
+    """Attention of one whole training document, no cache: S²-Attn or full causal attention."""
+
+    def __init__(self, backbone: Backbone, length: int, config: LongLoRATrainConfig):
+        self.backbone = backbone
+        self.group = group_size(length, config.group_ratio) if config.attention == "s2" else None
+        self.rolled = config.rolled
+
+    def attend(self, layer, q, k, v, positions):
+        """RoPE before any shift (official), then the grouped attention."""
+        cos, sin = self.backbone.rope(positions)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if self.group is None:
+            return causal_attention(q, k, v, self.backbone.scale)
+        return s2_attention(q, k, v, self.group, self.backbone.scale, rolled=self.rolled)
+
+
+@register_method("longlora")
+class LongLoRA(DecoderMethod):
+    """LongLoRA: full attention with position interpolation, after S²-Attn + LoRA+ fine-tuning."""
+
+    description = "LongLoRA: full attention with linear RoPE interpolation, fine-tuned with S2-Attn and LoRA+"
+    sources = (
+        "LongLoRA, Chen et al. 2023, https://arxiv.org/abs/2309.12307; https://github.com/dvlab-research/LongLoRA."
+    )
+    Config = LongLoRAConfig
+    TrainConfig = LongLoRATrainConfig
+    # fine-tune.py's README command: lr 2e-5, weight decay 0, constant_with_warmup with 20 of 1,000 steps
+    OPTIMIZER_DEFAULTS: ClassVar[dict] = {"lr": 2e-5, "weight_decay": 0.0, "warmup": 0.02, "schedule": "constant"}
+
+    def __init__(self, model, tokenizer, config: LongLoRAConfig):
+        self.factor = config.rope_factor or 1.0
+        self.parts = Parts(
+            model, PROJECTIONS, config.lora_rank, config.lora_alpha, adapter="longlora", norms=True, embedding=True
+        ).to(model.lm_head.weight.device)
+        self.trained_length: int | None = None
+        if config.checkpoint:
+            self.parts.load(f"{config.checkpoint}/{WEIGHTS_FILE}", "LongLoRA checkpoint")
+            self.trained_length = trained_extent(config.checkpoint).get("longest_document")
+        scaling = {"rope_type": "linear", "factor": self.factor} if self.factor > 1 else None
+        self.train_config = LongLoRATrainConfig()
+        super().__init__(model, tokenizer, config, rope_scaling=scaling, parts=self.parts)
+
+    def new_attention(self) -> FullAttention:
+        """Inference is full attention over a KV cache (with the interpolated RoPE of the backbone)."""
+        return FullAttention(self.backbone)
+
+    def attention_bytes(self) -> int:
+        """Bytes of the KV cache."""
+        return self.attention.nbytes()
+
+    @property
+    def untrained(self) -> bool:
+        """Without a checkpoint LoRA is at zero and the copies are the base's: the base model, maybe interpolated."""
+        return self.config.checkpoint is None
+
+    def beyond_trained_window(self, length: int) -> bool:
+        """Interpolation by `rope_factor` stretches the base model's window by that factor."""
+        return length > self.model.config.max_position_embeddings * self.factor
+
+    @classmethod
+    def training_options(cls, options: dict, longest: int, trained_window: int) -> dict:
+        """The official factor for training on `longest`-token documents, unless given: ceil(longest / window)."""
+        if options.get("rope_factor") is not None or longest <= trained_window:
+            return options
+        return {**options, "rope_factor": float(math.ceil(longest / trained_window))}
+
+    @classmethod
+    def check_document_length(cls, config: LongLoRAConfig, seq_len: int, trained_window: int | None = None) -> None:
+        """A training document is at least two tokens; past the interpolated window is refused."""
+        if seq_len < 2:
+            raise UserError(f"--seq-len {seq_len}: a training document needs at least 2 tokens")
+        if trained_window is not None and config.rope_factor and seq_len > trained_window * config.rope_factor:
+            raise UserError(
+                f"--seq-len {seq_len} is past the interpolated window {trained_window} x {config.rope_factor}"
+            )
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """LoRA+ : LoRA on q, k, v, o, the input embedding and every norm (`lm_head` stays frozen)."""
+        return self.parts.trainable_parameters()
+
+    def trained_extent(self, seq_len: int) -> dict[str, int]:
+        """Training showed the weights documents of `seq_len` tokens."""
+        return {"longest_document": seq_len}
+
+    def backward_document(self, input_ids: torch.Tensor) -> float:
+        """Mean next-token cross-entropy of one document under the training attention; backpropagated."""
+        ids = input_ids.to(self.backbone.device)
+        positions = torch.arange(ids.numel(), device=ids.device)
+        attention = TrainingAttention(self.backbone, ids.numel(), self.train_config)
+        hidden = self.backbone(self.backbone.embed(ids[None]), positions, attention)[0]
+        loss = chunked_nll(self.backbone, hidden[:-1], ids[1:]) / (ids.numel() - 1)
+        loss.backward()
+        return float(loss.detach())
+
+    def save(self, directory) -> None:
+        """Write LoRA, embedding and norms (safetensors)."""
+        self.parts.save(f"{directory}/{WEIGHTS_FILE}")
+
+    def load(self, directory) -> None:
+        """Load what `save` wrote."""
+        self.parts.load(f"{directory}/{WEIGHTS_FILE}", "LongLoRA checkpoint")
+
+
+def chunked_nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL, logits `LOGITS_CHUNK` rows at a time and recomputed in backward.
+
+    A 16K-token document's logits over a 49K vocabulary are 3.2 GB in float32; checkpointing each chunk
+    keeps only the hidden states for backward.
+    """
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], LOGITS_CHUNK):
+        piece, wanted = hidden[start : start + LOGITS_CHUNK], targets[start : start + LOGITS_CHUNK]
+        total = total + checkpoint(_nll, backbone, piece, wanted, use_reentrant=False)
+    return total
+
+
+def _nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(backbone.logits(hidden), targets, reduction="sum")
