@@ -197,3 +197,17 @@ def test_a_trained_and_an_untrained_cell_of_one_sweep_each_score_as_a_fresh_load
         assert main(["run", str(alone), "--quiet"]) == 0
         assert together[label] == _perplexities(tmp_path / f"{label}.sqlite")[label]
     assert abs(together["trained"] - together["plain"]) > 1e-3
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_llama):
+    model, tokenizer = tiny_llama
+    grads = []
+    for recompute in (False, True):
+        method = LongLoRA(model, tokenizer, LongLoRAConfig(lora_rank=2, lora_alpha=4))
+        _perturb(method)
+        method.backbone.checkpoint_layers = recompute
+        loss = method.backward_document(_ids())
+        grads.append((loss, [p.grad.clone() for p in method.trainable_parameters()]))
+    (plain_loss, plain), (recomputed_loss, recomputed) = grads
+    assert plain_loss == recomputed_loss
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, recomputed, strict=True))

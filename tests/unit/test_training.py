@@ -112,6 +112,11 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert factor(199) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_constant_schedule_holds_the_peak_after_warm_up():  # LongLoRA's constant_with_warmup, 20 of 1,000 steps
+    factor = schedule(1000, 0.02, "constant")
+    assert [factor(0), factor(19), factor(20), factor(999)] == [1 / 20, 1.0, 1.0, 1.0]
+
+
 BAD = [
     (["--strategy", "sometimes"], "strategy"),
     (["--window", "0"], "window"),
