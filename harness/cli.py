@@ -224,7 +224,9 @@ def cmd_gradients(args: argparse.Namespace) -> None:
         raise UserError(f"lch gradients compares strategies itself: drop {', '.join('--' + k for k in train_options)}")
     config = validate(cls.Config, method_options | _options(args.method_opt, "--method-opt"), f"method '{cls.name}'")
     cls.check_document_length(config, args.seq_len)
-    strategies, windows = args.strategies.split(","), _positive_ints(args.window, "--window")
+    every = [s for s in cls.TrainConfig.model_fields["strategy"].annotation.__args__ if s != cls.REFERENCE_STRATEGY]
+    strategies = args.strategies.split(",") if args.strategies else every
+    windows = _positive_ints(args.window, "--window")
     _positive(args.documents, "--documents")
     _positive(args.seeds, "--seeds")
     check_strategies(cls, strategies)
@@ -337,12 +339,14 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--accumulation", type=int, default=1, help="documents per optimizer step (default 1)")
     official = "the method's official default (uio: lr 1e-4, weight decay 0.1, warm-up 0.01, cosine; longlora: "
-    official += "2e-5, 0, 0.02, constant)"
+    official += "2e-5, 0, 0.02, constant; rmt: 1e-4, 1e-3, 0.1, linear)"
     tr.add_argument("--lr", type=float, help=f"AdamW peak learning rate ({official})")
     tr.add_argument("--weight-decay", type=float, help="AdamW weight decay (the method's official default)")
     tr.add_argument("--clip", type=float, default=1.0, help="gradient max-norm (default 1.0)")
     tr.add_argument("--warmup", type=float, help="warm-up fraction of the steps (the method's official default)")
-    tr.add_argument("--schedule", choices=("cosine", "constant"), help="after warm-up (the method's official one)")
+    tr.add_argument(
+        "--schedule", choices=("cosine", "constant", "linear"), help="after warm-up (the method's official one)"
+    )
     tr.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints (default 10)")
     tr.add_argument(
         "--activation-checkpointing", action="store_true",
@@ -368,10 +372,10 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("--seq-len", type=int, default=4096, help="tokens per document (default 4096)")
     gr.add_argument(
         "--strategies",
-        default="tbptt,incremental,unbiased",
-        help="comma-separated strategies; unbiased-official: the official train.py's (no compensation factor)",
+        help="comma-separated strategies (default: all of the method's but its exact one; uio: tbptt,incremental,"
+        "unbiased; rmt: truncated); unbiased-official: the official train.py's (no compensation factor)",
     )
-    gr.add_argument("--window", default="1,2,4", help="comma-separated windows S (default 1,2,4)")
+    gr.add_argument("--window", default="1,2,4", help="comma-separated windows: uio's S, rmt's k2 (default 1,2,4)")
     gr.add_argument("--seeds", type=int, default=4, help="seeds per stochastic strategy (default 4)")
     gr.add_argument("--seed", type=int, default=0, help="data order and initial adapter weights (default 0)")
     gr.add_argument("--method-opt", action="append", default=[], metavar="K=V", help="method option, repeatable")

@@ -78,7 +78,7 @@ class TrainSpec(BaseModel):
     weight_decay: float = Field(0.1, ge=0)
     clip: float = Field(1.0, gt=0)
     warmup: float = Field(0.01, ge=0, lt=1)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
     checkpoint_every: int = Field(10, ge=1)
     activation_checkpointing: bool = False
     seed: int = 0
@@ -169,7 +169,10 @@ class Documents:
 
 
 def schedule(steps: int, warmup: float, shape: str = "cosine") -> Callable[[int], float]:
-    """Linear warm-up from 0 over `warmup` of the steps (at least one), then cosine decay to 0 or constant."""
+    """Linear warm-up from 0 over `warmup` of the steps (at least one), then cosine or linear decay to 0, or constant.
+
+    `linear` is transformers' `get_linear_schedule_with_warmup` after the warm-up (RMT's official scripts).
+    """
     warm = max(1, round(warmup * steps))
 
     def factor(step: int) -> float:
@@ -177,6 +180,8 @@ def schedule(steps: int, warmup: float, shape: str = "cosine") -> Callable[[int]
             return (step + 1) / warm
         if shape == "constant":
             return 1.0
+        if shape == "linear":
+            return max(0.0, (steps - step) / max(1, steps - warm))
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
 
     return factor

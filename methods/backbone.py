@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -57,7 +58,7 @@ class Layer:
         self.self_attn = SimpleNamespace(**{name: _pick(own_attention, base.self_attn, name) for name in PROJECTIONS})
         self.input_layernorm = _pick(own, base, "input_layernorm")
         self.post_attention_layernorm = _pick(own, base, "post_attention_layernorm")
-        self.mlp = base.mlp
+        self.mlp = _pick(own, base, "mlp")
 
 
 def _pick(own: nn.Module | None, base: nn.Module, name: str) -> nn.Module:
@@ -70,8 +71,8 @@ class Backbone(nn.Module):
     """Decoder forward over `model`'s modules; weights are shared with it, never copied.
 
     `parts` (`methods.parts.Parts`) hands the backbone a method's own modules for some parts of the
-    model (LoRA-wrapped projections, trained norms and input embedding); the output layer is always
-    the base model's.
+    model (LoRA-wrapped projections, trained norms, MLPs and input embedding); the output layer is
+    always the base model's.
     """
 
     def __init__(self, model: nn.Module, rope_scaling: dict | None = None, parts: Parts | None = None):
@@ -182,6 +183,29 @@ class Backbone(nn.Module):
         """Bytes of one token's K and V over all layers in the model dtype."""
         element = self.model.lm_head.weight.element_size()
         return 2 * len(self.layers) * self.n_kv_heads * self.head_dim * element
+
+
+def chunked_nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL for training, logits `LOGITS_CHUNK` rows at a time and recomputed in backward.
+
+    A 16K-token document's logits over SmolLM2's 49K vocabulary are 3.2 GB in float32 (100 MB per
+    512-token RMT segment, kept for every segment under full BPTT); checkpointing each chunk keeps only
+    the hidden states for backward.
+
+    Args:
+        backbone: its output layer gives the logits.
+        hidden: `[T, D]` final hidden states.
+        targets: `[T]` the token each position predicts.
+    """
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[0], LOGITS_CHUNK):
+        piece, wanted = hidden[start : start + LOGITS_CHUNK], targets[start : start + LOGITS_CHUNK]
+        total = total + checkpoint(_nll, backbone, piece, wanted, use_reentrant=False)
+    return total
+
+
+def _nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(backbone.logits(hidden), targets, reduction="sum")
 
 
 def join_scores(pieces: list, greedy: bool):

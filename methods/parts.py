@@ -2,14 +2,16 @@
 
 Every cell of a sweep shares one frozen HF model (`harness.models.load_model`), and a method never
 writes into it. `Parts` is a container that mirrors the model's module names
-(`layers.{i}.self_attn.q_proj`, `layers.{i}.input_layernorm`, `norm`, `embed_tokens`):
+(`layers.{i}.self_attn.q_proj`, `layers.{i}.mlp`, `layers.{i}.input_layernorm`, `norm`, `embed_tokens`):
 
 * the attention projections it names are *references* to the base modules, into which peft injects
   LoRA (peft's wrapper keeps the shared Linear as its frozen `base_layer` and adds `lora_A`/`lora_B`);
 * norms and the input embedding, when asked for, are the method's own trainable copies, initialised
-  from the base's.
+  from the base's;
+* with `own_layers`, every decoder layer's four projections and its MLP are own trainable copies too
+  (full fine-tuning beside the shared base: RMT's `trainable: full`).
 
-`Backbone(model, parts=...)` runs the decoder with the container's modules where it has them (LongLoRA);
+`Backbone(model, parts=...)` runs the decoder with the container's modules where it has them (LongLoRA, RMT);
 UIO calls its encoder and transfer containers itself. A checkpoint is the container's trainable tensors
 in one safetensors file, LoRA keys without the adapter name (peft's own state-dict format).
 
@@ -46,6 +48,7 @@ class Parts(nn.Module):
         adapter: the peft adapter name (kept out of saved keys).
         norms: own copies of every RMSNorm (both of each layer, and the final one).
         embedding: an own copy of the input embedding.
+        own_layers: own copies of every layer's q, k, v, o projections and MLP (no LoRA then).
     """
 
     def __init__(
@@ -57,11 +60,14 @@ class Parts(nn.Module):
         adapter: str = "default",
         norms: bool = False,
         embedding: bool = False,
+        own_layers: bool = False,
     ):
         super().__init__()
         unknown = sorted(set(lora_targets) - set(PROJECTIONS))
         if unknown:
             raise ValueError(f"LoRA targets {unknown} are not projections. Valid: {', '.join(PROJECTIONS)}")
+        if own_layers and lora_targets:
+            raise ValueError("own_layers copies every projection: LoRA targets make no sense with it")
         self.adapter = adapter
         inner = model.model
         self.layers = nn.ModuleList()
@@ -75,6 +81,11 @@ class Parts(nn.Module):
             config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(lora_targets))
             # peft marks every parameter but LoRA's frozen, so the own copies below come after it.
             inject_adapter_in_model(config, self, adapter_name=adapter)
+        if own_layers:
+            for holder, layer in zip(self.layers, inner.layers, strict=True):
+                for name in PROJECTIONS:
+                    setattr(holder.self_attn, name, _own(getattr(layer.self_attn, name)))
+                holder.mlp = _own(layer.mlp)
         if norms:
             for holder, layer in zip(self.layers, inner.layers, strict=True):
                 for name in LAYER_NORMS:

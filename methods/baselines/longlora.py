@@ -15,14 +15,12 @@ import math
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from torch.utils.checkpoint import checkpoint
 
 from harness.checkpoints import checked_directory, trained_extent
 from harness.errors import UserError
 from methods.attention import causal_attention, rotate
-from methods.backbone import LOGITS_CHUNK, Backbone
+from methods.backbone import Backbone, chunked_nll
 from methods.base import MethodConfig, register_method
 from methods.baselines.full import FullAttention
 from methods.baselines.s2_attn import group_size, s2_attention
@@ -176,20 +174,3 @@ class LongLoRA(DecoderMethod):
     def load(self, directory) -> None:
         """Load what `save` wrote."""
         self.parts.load(f"{directory}/{WEIGHTS_FILE}", "LongLoRA checkpoint")
-
-
-def chunked_nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL, logits `LOGITS_CHUNK` rows at a time and recomputed in backward.
-
-    A 16K-token document's logits over a 49K vocabulary are 3.2 GB in float32; checkpointing each chunk
-    keeps only the hidden states for backward.
-    """
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.shape[0], LOGITS_CHUNK):
-        piece, wanted = hidden[start : start + LOGITS_CHUNK], targets[start : start + LOGITS_CHUNK]
-        total = total + checkpoint(_nll, backbone, piece, wanted, use_reentrant=False)
-    return total
-
-
-def _nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(backbone.logits(hidden), targets, reduction="sum")

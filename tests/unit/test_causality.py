@@ -17,6 +17,10 @@ CAUSAL_OPTIONS = {
     "streaming": [{"n_sink": 4, "window": 32, "chunk_size": 16}],
     "infllm": [{**INFLLM_SMALL, "chunk_size": 128}],
     "longlora": [{"lora_rank": 2, "lora_alpha": 4, "rope_factor": 2.0, "chunk_size": 64}],
+    "rmt": [
+        {"segment": 32, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8},
+        {"segment": 32, "memory_tokens": 4, "trainable": "full"},
+    ],
     "uio": [
         {"segment": 32, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8},
         {"segment": 32, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8, "memory": False},

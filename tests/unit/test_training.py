@@ -112,6 +112,11 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert factor(199) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_linear_schedule_decays_to_zero_after_warm_up():  # RMT's official scripts (transformers' linear schedule)
+    factor = schedule(100, 0.1, "linear")
+    assert [factor(0), factor(9), factor(10), factor(55), factor(99)] == pytest.approx([0.1, 1.0, 1.0, 0.5, 1 / 90])
+
+
 def test_constant_schedule_holds_the_peak_after_warm_up():  # LongLoRA's constant_with_warmup, 20 of 1,000 steps
     factor = schedule(1000, 0.02, "constant")
     assert [factor(0), factor(19), factor(20), factor(999)] == [1 / 20, 1.0, 1.0, 1.0]
@@ -159,7 +164,7 @@ def test_out_folder_checks(data, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "ok"), "--resume", "--lr", "0.5"]) == 2
     assert "lr differ" in capsys.readouterr().err
     assert main(["train", "full", *argv[2:], "--out", str(tmp_path / "f")]) == 2
-    assert "not trainable. Trainable: longlora, uio" in capsys.readouterr().err
+    assert "not trainable. Trainable: longlora, rmt, uio" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([*argv[:5], str(empty), *argv[6:], "--out", str(tmp_path / "e")]) == 2
