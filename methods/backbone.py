@@ -92,6 +92,7 @@ class Backbone(nn.Module):
         self.rotary = scaled_rotary(inner.rotary_emb, config, rope_scaling) if rope_scaling else inner.rotary_emb
         self.parts = parts
         self.checkpoint_layers = False
+        self._rope_key: tuple = (None, None)
         own = parts.layers if parts is not None else [None] * len(inner.layers)
         self._layers = [Layer(layer, mine) for layer, mine in zip(inner.layers, own, strict=True)]
         self.embed_tokens = _pick(parts, inner, "embed_tokens")
@@ -108,10 +109,16 @@ class Backbone(nn.Module):
         return self.model.lm_head.weight.device
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(cos, sin)`, each `[T, d]` float32, for integer `positions` `[T]`, with the model's RoPE scaling."""
-        probe = torch.empty(0, device=self.device, dtype=torch.float32)
-        cos, sin = self.rotary(probe, positions[None].to(self.device))
-        return cos[0].float(), sin[0].float()
+        """`(cos, sin)`, each `[T, d]` float32, for integer `positions` `[T]`, with the model's RoPE scaling.
+
+        Every layer of one forward asks for the same `positions` tensor: the tables of the last one asked
+        (and of the current rotary table, which `rope_factor: auto` swaps) are kept.
+        """
+        if positions is not self._rope_key[0] or self.rotary is not self._rope_key[1]:
+            probe = torch.empty(0, device=self.device, dtype=torch.float32)
+            cos, sin = self.rotary(probe, positions[None].to(self.device))
+            self._rope_key, self._rope_tables = (positions, self.rotary), (cos[0].float(), sin[0].float())
+        return self._rope_tables
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """`[B, T]` ids -> `[B, T, D]` input embeddings."""

@@ -48,13 +48,10 @@ class FullAttention:
     def __init__(self, backbone) -> None:
         self.backbone = backbone
         self.cache = [KVBuffer() for _ in backbone.layers]
-        self._positions: torch.Tensor | None = None
 
     def attend(self, layer, q, k, v, positions):
         """Rotate at absolute positions, append to the cache, attend causally."""
-        if positions is not self._positions:
-            self._positions, self._tables = positions, self.backbone.rope(positions)
-        cos, sin = self._tables
+        cos, sin = self.backbone.rope(positions)
         buffer = self.cache[layer]
         buffer.append(rotate(k, cos, sin), v)
         return causal_attention(rotate(q, cos, sin), buffer.k, buffer.v, self.backbone.scale)

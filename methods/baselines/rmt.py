@@ -130,13 +130,10 @@ class SegmentAttention:
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
-        self._positions: torch.Tensor | None = None
 
     def attend(self, layer, q, k, v, positions):
         """Rotate at the segment's positions (from 0) and attend causally."""
-        if positions is not self._positions:
-            self._positions, self._tables = positions, self.backbone.rope(positions)
-        cos, sin = self._tables
+        cos, sin = self.backbone.rope(positions)
         return causal_attention(rotate(q, cos, sin), rotate(k, cos, sin), v, self.backbone.scale)
 
 

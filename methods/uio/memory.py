@@ -95,7 +95,6 @@ class MemoryDecoderAttention:
         self.memory_k: list[torch.Tensor | None] = [None] * layers
         self.memory_v: list[torch.Tensor | None] = [None] * layers
         self.raw = [KVBuffer() for _ in range(layers)]
-        self._positions: torch.Tensor | None = None
 
     @property
     def memory_length(self) -> int:
@@ -139,9 +138,7 @@ class MemoryDecoderAttention:
 
     def attend(self, layer, q, k, v, positions):
         """Rotate the block at its positions, cache its raw K/V, attend over memory + raw."""
-        if positions is not self._positions:
-            self._positions, self._tables = positions, self.backbone.rope(positions)
-        cos, sin = self._tables
+        cos, sin = self.backbone.rope(positions)
         raw = self.raw[layer]
         raw.append(rotate(k, cos, sin), v)
         keys, values = raw.k, raw.v
