@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.checkpoints import checked_directory, trained_extent
+from harness.checkpoints import checked_directory
 from harness.errors import UserError
 from methods.attention import causal_attention, rotate
 from methods.backbone import Backbone, chunked_nll
@@ -107,10 +107,8 @@ class LongLoRA(DecoderMethod):
         self.parts = Parts(
             model, PROJECTIONS, config.lora_rank, config.lora_alpha, adapter="longlora", norms=True, embedding=True
         ).to(model.lm_head.weight.device)
-        self.trained_length: int | None = None
         if config.checkpoint:
             self.parts.load(f"{config.checkpoint}/{WEIGHTS_FILE}", "LongLoRA checkpoint")
-            self.trained_length = trained_extent(config.checkpoint).get("longest_document")
         scaling = {"rope_type": "linear", "factor": self.factor} if self.factor > 1 else None
         self.train_config = LongLoRATrainConfig()
         super().__init__(model, tokenizer, config, rope_scaling=scaling, parts=self.parts)
