@@ -172,6 +172,7 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
             "causal_score": method.causal_score,
             "beyond_trained_memory": method.beyond_trained_memory(len(instance.input_ids)),
             "untrained": method.untrained,
+            "variant": method.variant,
             "others_cpu_share": costs.others_cpu,
             "host_state_bytes": method.host_state_bytes(),
         },

@@ -89,6 +89,11 @@ class LongContextModel(ABC):
         """
         return False
 
+    @property
+    def variant(self) -> str | None:
+        """A non-official variant an option asked for (stored per sample, added to the label in reports), or None."""
+        return None
+
     def beyond_trained_memory(self, length: int) -> bool:
         """True when a `length`-token input makes the method read more memories than its checkpoint trained with.
 

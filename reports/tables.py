@@ -84,7 +84,8 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     for column in ("metrics", "metadata"):
         samples[column] = samples[column].map(_json)
     untrained = set(samples.loc[samples["metadata"].map(lambda m: bool(m.get("untrained"))), "cell_id"])
-    cells["label"] = _unique_labels(cells, untrained)
+    variants = dict(zip(samples["cell_id"], samples["metadata"].map(lambda m: m.get("variant")), strict=True))
+    cells["label"] = _unique_labels(cells, untrained, variants)
     keys = cells[["cell_id", "label", "method", "task", "length", "model", "headline"]]
     samples = samples.merge(keys.rename(columns={"method": "method_name"}), on="cell_id", how="inner")
     samples = samples.rename(columns={"label": "method"})
@@ -98,15 +99,20 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
     return {"cells": cells, "samples": samples, "runs": runs}
 
 
-def _unique_labels(cells: pd.DataFrame, untrained: set[str]) -> pd.Series:
+def _unique_labels(cells: pd.DataFrame, untrained: set[str], variants: dict[str, str | None]) -> pd.Series:
     """Cell labels made unique per (task, length): model name if the store mixes models, then seed or cell id.
 
-    A method that ran without the trained weights it needs (cells in `untrained`) says so in its label,
-    so every table and figure shows it, unless its label already does.
+    A method that ran without the trained weights it needs (cells in `untrained`), or as a non-official
+    variant (`variants`: cell id to the method's `variant`), says so in its label, so every table and
+    figure shows it, unless its label already does.
     """
     labels = cells["label"].fillna(cells["method"]).astype(str)
     unmarked = cells["cell_id"].isin(untrained) & ~labels.str.contains("untrained")
     labels = labels.where(~unmarked, labels + " (untrained)")
+    variant = cells["cell_id"].map(variants)
+    for index, text in variant.items():
+        if isinstance(text, str) and text not in labels[index]:
+            labels[index] += f" ({text})"
     if cells["model"].nunique() > 1:
         labels = labels + " [" + cells["model"].astype(str) + "]"
     for _, group in cells.groupby([cells["task"], cells["length"], labels]):

@@ -5,14 +5,15 @@ Chen et al. 2023 (https://arxiv.org/abs/2309.12307); code dvlab-research/LongLoR
 (`methods.baselines.s2_attn`) and LoRA+: LoRA on q, k, v, o plus trainable input embeddings and every
 norm (`trainable_params="embed,norm"`), RoPE interpolated linearly by ceil(training length / trained
 window). Inference is plain full attention with that interpolation (the maintainers: S²-Attn is for
-training only, issue #14). The trained modules are the method's own (`methods.parts.Parts`); the
+training only, issue #14); `attention: s2` runs S²-Attn at inference too (the paper's ablation, not the
+official evaluation), and results say so in the method's label. The trained modules are the method's own (`methods.parts.Parts`); the
 shared base model is never written.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,7 +24,7 @@ from methods.attention import causal_attention, rotate
 from methods.backbone import Backbone, chunked_nll
 from methods.base import MethodConfig, register_method
 from methods.baselines.full import FullAttention
-from methods.baselines.s2_attn import group_size, s2_attention
+from methods.baselines.s2_attn import group_size, s2_attention, s2_cached_attention
 from methods.decoder import DecoderMethod
 from methods.parts import PROJECTIONS, Parts
 
@@ -36,7 +37,9 @@ class LongLoRAConfig(MethodConfig):
     Official defaults: LoRA r=8, alpha=16 on q, k, v, o (`fine-tune.py`). `rope_factor`: the linear
     position-interpolation factor; None takes the checkpoint's, and without a checkpoint is 1 (the base
     model as it is, LoRA at zero). Training sets it to ceil(longest training length / trained window)
-    when left out, as the official scripts do, and writes it into the checkpoint.
+    when left out, as the official scripts do, and writes it into the checkpoint. `attention`: `full`
+    (official) or `s2`, S²-Attn at inference with groups of `group_ratio` of the document (of the prompt,
+    for generation; decoded tokens continue its groups).
 
     Deviation: the official tokenizer step adds a `[PAD]` token and resizes the embeddings (Llama has no
     pad token); lch packs documents without padding, so the vocabulary is left as it is.
@@ -47,6 +50,8 @@ class LongLoRAConfig(MethodConfig):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     chunk_size: int = Field(2048, ge=1)
+    attention: Literal["full", "s2"] = "full"
+    group_ratio: float = Field(0.25, gt=0, le=1)
     checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
     checkpoint_options: ClassVar[tuple[str, ...]] = ("rope_factor", "lora_rank", "lora_alpha")
 
@@ -89,6 +94,26 @@ class TrainingAttention:
         return s2_attention(q, k, v, self.group, self.backbone.scale, rolled=self.rolled)
 
 
+class InferenceS2Attention(FullAttention):
+    """S²-Attn over the KV cache (default variant), groups sized by `fit` for each document."""
+
+    def __init__(self, backbone: Backbone, ratio: float):
+        super().__init__(backbone)
+        self.ratio = ratio
+        self.group = 2
+
+    def fit(self, length: int) -> None:
+        """Size the groups for a document (or prompt) of `length` tokens."""
+        self.group = group_size(length, self.ratio)
+
+    def attend(self, layer, q, k, v, positions):
+        """Rotate at absolute positions, append to the cache, attend inside the query's groups."""
+        cos, sin = self.backbone.rope(positions)
+        buffer = self.cache[layer]
+        buffer.append(rotate(k, cos, sin), v)
+        return s2_cached_attention(rotate(q, cos, sin), buffer.k, buffer.v, positions, self.group, self.backbone.scale)
+
+
 @register_method("longlora")
 class LongLoRA(DecoderMethod):
     """LongLoRA: full attention with position interpolation, after S²-Attn + LoRA+ fine-tuning."""
@@ -114,8 +139,29 @@ class LongLoRA(DecoderMethod):
         super().__init__(model, tokenizer, config, rope_scaling=scaling, parts=self.parts)
 
     def new_attention(self) -> FullAttention:
-        """Inference is full attention over a KV cache (with the interpolated RoPE of the backbone)."""
+        """Full attention over a KV cache (with the interpolated RoPE of the backbone), or S²-Attn when asked."""
+        if self.config.attention == "s2":
+            return InferenceS2Attention(self.backbone, self.config.group_ratio)
         return FullAttention(self.backbone)
+
+    def _fit_groups(self, length: int) -> None:
+        if isinstance(self.attention, InferenceS2Attention) and not self.position:
+            self.attention.fit(length)
+
+    def score(self, input_ids: torch.Tensor, greedy: bool = False):
+        """Log-probs of tokens 1..T-1 (S²-Attn's groups sized for T first, when asked)."""
+        self._fit_groups(input_ids.numel())
+        return super().score(input_ids, greedy)
+
+    def prefill(self, input_ids: torch.Tensor) -> None:
+        """Consume the prompt (S²-Attn's groups sized for it first, when asked)."""
+        self._fit_groups(input_ids.numel())
+        super().prefill(input_ids)
+
+    @property
+    def variant(self) -> str | None:
+        """S²-Attn at inference is not LongLoRA's evaluation: results carry it in the label."""
+        return "S2-Attn at inference" if self.config.attention == "s2" else None
 
     def attention_bytes(self) -> int:
         """Bytes of the KV cache."""

@@ -16,6 +16,10 @@ information crosses group boundaries through the shifted half. Two official vari
 
 q, k and v arrive rotated at their absolute positions (RoPE before shifting, as upstream). The flash-attn
 varlen path is not implemented: grouped SDPA already runs each group as a dense causal block.
+
+`s2_cached_attention` is the same pattern (default variant) for queries that arrive in chunks over a KV
+cache: S²-Attn at inference, which the maintainers do not use (LongLoRA evaluates with full attention)
+and lch runs only when asked.
 """
 
 from __future__ import annotations
@@ -125,3 +129,47 @@ def s2_attention(
     else:
         shifted = _causal_groups(q2, k2, v2, half, group, scale)
     return torch.cat([plain, shifted], dim=1)
+
+
+def group_starts(positions: torch.Tensor, group: int, shifted: bool) -> torch.Tensor:
+    """First position of the group each query position is in: `[0, G), [G, 2G), …` or the shifted `[0, G/2), …`."""
+    if not shifted:
+        return positions // group * group
+    half = group // 2
+    return ((positions + half) // group * group - half).clamp(min=0)
+
+
+def s2_cached_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, group: int, scale: float
+) -> torch.Tensor:
+    """S²-Attn (default variant, no wrap-around) of queries at `positions` over a cache of keys `0..S-1`.
+
+    Equals `s2_attention` over the whole sequence however it is cut into chunks. Positions past the
+    length the group was sized for continue the same groups.
+
+    Args:
+        q: `[B, H, T, d]` rotated queries at `positions` (the last `T` of the cache's positions).
+        k: `[B, Hkv, S, d]` rotated keys at positions `0..S-1`.
+        v: `[B, Hkv, S, d]` values.
+        positions: `[T]` positions of the queries.
+        group: `G`, positive and even.
+        scale: softmax scale.
+
+    Returns:
+        `[B, H, T, d]` outputs.
+
+    """
+    n_heads, n_kv = q.shape[1], k.shape[1]
+    if group < 2 or group % 2:
+        raise ValueError(f"group must be a positive even number of tokens, got {group}")
+    if n_kv % 2:
+        k, v = repeat_kv(k, n_heads // n_kv), repeat_kv(v, n_heads // n_kv)
+    h, hkv = n_heads // 2, k.shape[1] // 2
+    out = []
+    for heads, kv_heads, shifted in ((slice(0, h), slice(0, hkv), False), (slice(h, None), slice(hkv, None), True)):
+        starts = group_starts(positions, group, shifted)
+        first = int(starts.min())  # keys before every query's group are never seen: leave them out
+        keys = torch.arange(first, k.shape[2], device=k.device)
+        seen = (keys[None] >= starts[:, None]) & (keys[None] <= positions[:, None])
+        out.append(sdpa(q[:, heads], k[:, kv_heads, first:], v[:, kv_heads, first:], attn_mask=seen, scale=scale))
+    return torch.cat(out, dim=1)

@@ -16,7 +16,10 @@ CAUSAL_OPTIONS = {
     "full": [{"chunk_size": 64}, {"rope_scaling": "yarn", "rope_factor": "auto"}],
     "streaming": [{"n_sink": 4, "window": 32, "chunk_size": 16}],
     "infllm": [{**INFLLM_SMALL, "chunk_size": 128}],
-    "longlora": [{"lora_rank": 2, "lora_alpha": 4, "rope_factor": 2.0, "chunk_size": 64}],
+    "longlora": [
+        {"lora_rank": 2, "lora_alpha": 4, "rope_factor": 2.0, "chunk_size": 64},
+        {"lora_rank": 2, "lora_alpha": 4, "chunk_size": 24, "attention": "s2"},
+    ],
     "rmt": [
         {"segment": 32, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8},
         {"segment": 32, "memory_tokens": 4, "trainable": "full"},

@@ -78,6 +78,23 @@ def test_s2_attention_changes_the_training_loss_and_one_group_over_twice_the_doc
     assert abs(losses["one-group"] - losses["full"]) > 1e-6
 
 
+def test_s2_attn_at_inference_scores_in_chunks_what_the_training_attention_computes_in_one_pass(tiny_llama):
+    """Chunked scoring over the cache (chunks that cut groups) equals S²-Attn over the whole document."""
+    model, tokenizer = tiny_llama
+    method = LongLoRA(model, tokenizer, LongLoRAConfig(lora_rank=2, lora_alpha=4, chunk_size=7, attention="s2"))
+    _perturb(method)
+    method.train_config = LongLoRATrainConfig()  # S²-Attn, default variant, groups of a quarter
+    ids = _ids()
+    loss = method.backward_document(ids)
+    method.reset()
+    scored = method.score(ids)
+    assert loss == pytest.approx(float(-scored.mean()), rel=1e-5)
+    assert method.variant == "S2-Attn at inference"
+    full = LongLoRA(model, tokenizer, LongLoRAConfig(lora_rank=2, lora_alpha=4, chunk_size=7))
+    full.parts.load_state_dict(method.parts.state_dict())
+    assert full.variant is None and not torch.allclose(full.score(ids), scored, atol=1e-4)
+
+
 def test_two_longlora_methods_on_one_base_never_see_each_others_weights(tiny_llama, tmp_path):
     model, tokenizer = tiny_llama
     before = _base_state(model)

@@ -1,4 +1,4 @@
-"""What a newcomer reads off a report: untrained methods named, no method at chance on a Pareto front,
+"""What a newcomer reads off a report: untrained methods and non-official variants named, no method at chance on a Pareto front,
 timings taken under load flagged, and a baseline that exists (a store built for it, passkey rows)."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from reports.render import write_report
 from reports.stats import pareto_front
 
 PROVENANCE = {"git_commit": "abc", "packages": {}, "device": "cpu: test", "load": "1.00 1.00 1.00 on 2 CPUs"}
-# label -> (method, accuracy per sample, prefill seconds, peak bytes, untrained, others_cpu_share)
+# label -> (method, accuracy per sample, prefill seconds, peak bytes, untrained, others_cpu_share, variant)
 CELLS = {
-    "full": ("full", [1, 1, 0, 1], 4.0, 4000, False, 0.0),
-    "streaming": ("streaming", [0, 0, 0, 0], 1.0, 1000, False, 0.0),  # cheapest, finds nothing
-    "uio": ("uio", [0, 0, 0, 0], 2.0, 2000, True, 0.0),  # no checkpoint
-    "infllm": ("infllm", [1, 0, 0, 0], 3.0, 3000, False, 0.6),  # timed while other work ran
+    "full": ("full", [1, 1, 0, 1], 4.0, 4000, False, 0.0, None),
+    "streaming": ("streaming", [0, 0, 0, 0], 1.0, 1000, False, 0.0, None),  # cheapest, finds nothing
+    "uio": ("uio", [0, 0, 0, 0], 2.0, 2000, True, 0.0, None),  # no checkpoint
+    "infllm": ("infllm", [1, 0, 0, 0], 3.0, 3000, False, 0.6, None),  # timed while other work ran
+    "longlora": ("longlora", [1, 1, 0, 1], 5.0, 4000, False, 0.0, "S2-Attn at inference"),
 }
 
 
@@ -25,7 +26,7 @@ def marked_store(tmp_path):
     path = tmp_path / "marks.sqlite"
     store = Store(path)
     store.start_run("run1", "test", PROVENANCE, {})
-    for label, (method, scores, prefill, peak, untrained, others) in CELLS.items():
+    for label, (method, scores, prefill, peak, untrained, others, variant) in CELLS.items():
         store.open_cell(
             label, "run1",
             {"label": label, "model": "tiny", "dtype": "float32", "device": "cpu", "method": method,
@@ -36,7 +37,7 @@ def marked_store(tmp_path):
             store.add_sample(
                 label, index,
                 {"instance_id": f"p{index}", "score": float(score), "metrics": {"accuracy": float(score)},
-                 "metadata": {"depth": 0.5, "untrained": untrained, "others_cpu_share": others},
+                 "metadata": {"depth": 0.5, "untrained": untrained, "others_cpu_share": others, "variant": variant},
                  "input_tokens": 1024, "prefill_s": prefill, "decode_s": 0.1, "decode_tokens": 4,
                  "peak_mem_bytes": peak, "state_bytes": peak},
             )  # fmt: skip
@@ -51,6 +52,13 @@ def test_untrained_methods_are_named_in_every_table(marked_store, tmp_path):
         assert "uio (untrained)" in set(tables[name]["method"]), name
     markdown = write_report(marked_store, tmp_path / "out").markdown.read_text()
     assert "| uio |" not in markdown and "uio (untrained)" in markdown
+
+
+def test_a_non_official_variant_is_named_in_every_table(marked_store, tmp_path):
+    tables = build(marked_store)
+    for name in ("summary", "tradeoff", "passkey_depth", "paired"):
+        assert "longlora (S2-Attn at inference)" in set(tables[name]["method"]), name
+    assert "| longlora |" not in write_report(marked_store, tmp_path / "out").markdown.read_text()
 
 
 def test_no_method_at_chance_is_pareto_optimal(marked_store):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.baselines.s2_attn import group_size, s2_attention
+from methods.baselines.s2_attn import group_size, s2_attention, s2_cached_attention
 
 B, H, D = 2, 4, 8
 SCALE = D**-0.5
@@ -185,3 +185,25 @@ def test_group_size():
     assert group_size(3) == 2
     with pytest.raises(ValueError):
         group_size(100, ratio=0)
+
+
+@pytest.mark.parametrize("n_kv", [H, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("chunk", [1, 3, 5, 18])
+@pytest.mark.parametrize(("n", "group"), [(16, 4), (18, 4), (13, 6), (5, 4), (3, 8)])
+def test_cached_matches_reference_in_any_chunks(n, group, chunk, n_kv):
+    """Inference S²-Attn over a growing cache: chunk by chunk (one token = decoding), the reference's rows."""
+    q, k, v = inputs(n, n_kv)
+    pieces = []
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        positions = torch.arange(start, stop)
+        pieces.append(s2_cached_attention(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], positions, group, SCALE))
+    torch.testing.assert_close(torch.cat(pieces, dim=2), reference(q, k, v, group), **TIGHT)
+
+
+def test_cached_with_one_group_per_half_is_causal_attention():
+    """G >= 2N: every query sees every earlier key in both halves."""
+    q, k, v = inputs(10)
+    out = s2_cached_attention(q[:, :, 6:], k, v, torch.arange(6, 10), 20, SCALE)
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=SCALE)[:, :, 6:]
+    torch.testing.assert_close(out, full, **TIGHT)
