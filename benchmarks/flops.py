@@ -5,6 +5,7 @@ numbers are exact for our implementation, machine-independent, and available for
 not fit here (a 7B-shaped Llama at 100K tokens). Wall time is measured separately (cost_cpu.yaml).
 
   python benchmarks/flops.py --shape smollm2-135m --lengths 4096,8192,16384,32768,65536
+  python benchmarks/flops.py --lengths 8192,65536 --methods rmt
   python benchmarks/flops.py --shape llama2-7b --lengths 4096,8192,32768,65536,99328 --uio paper --infllm official
 """
 
@@ -63,15 +64,20 @@ def main(argv: list[str] | None = None) -> None:
         "--infllm", choices=["small", "official"], default="small",
         help="InfLLM preset (small: n_local 2048, topk 16, the official 4K-model configs; official: 4096, 16)",
     )  # fmt: skip
+    parser.add_argument("--methods", default="full,uio,infllm,rmt", help="comma-separated methods to count")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
     model, tokenizer = meta_model(args.shape)
     uio = UIOConfig.small() if args.uio == "small" else UIOConfig()
     infllm = InfLLMConfig.small() if args.infllm == "small" else InfLLMConfig()
-    methods = {"full": METHODS.get("full").Config(), "uio": uio, "infllm": infllm}
+    rmt = METHODS.get("rmt").Config()  # official LoRA scripts' shape: 512-token segments, 16 memory tokens
+    methods = {"full": METHODS.get("full").Config(), "uio": uio, "infllm": infllm, "rmt": rmt}
     writer = csv.writer(sys.stdout)
     writer.writerow(["shape", "method", "length", "prefill_flops", "ratio_to_first"])
-    for name, config in methods.items():
+    for name in args.methods.split(","):
+        if name not in methods:
+            raise SystemExit(f"flops.py: unknown method '{name}' (choose from {', '.join(methods)})")
+        config = methods[name]
         method = METHODS.get(name)(model, tokenizer, config)
         first = None
         for length in lengths:

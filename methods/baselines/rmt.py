@@ -190,8 +190,8 @@ class RMT(LongContextModel):
         embedding = model.model.embed_tokens.weight
         generator = torch.Generator().manual_seed(MEMORY_SEED)
         draw = torch.randn(config.memory_tokens, embedding.shape[1], generator=generator)
-        std = embedding.detach().float().std().cpu()
-        self.memory = nn.Parameter((draw * std).to(device=device, dtype=embedding.dtype))
+        std = embedding.detach().float().std()  # kept on the model's device: on `meta` (FLOP counts) it has no value
+        self.memory = nn.Parameter((draw.to(device) * std).to(dtype=embedding.dtype))
         self.trained_segments: int | None = None  # most segments of a training document, when known
         if config.checkpoint:
             self.load(config.checkpoint)
