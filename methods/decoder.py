@@ -58,6 +58,9 @@ class DecoderMethod(LongContextModel):
         self.position += input_ids.numel()
         return hidden[0]
 
+    def fit(self, length: int) -> None:
+        """Adapt to a document (or prompt) of `length` tokens as it starts; methods that size something to it override."""
+
     def _chunks(self, input_ids: torch.Tensor):
         """`(offset, ids)` pieces the document is fed in; methods with their own schedule override this."""
         yield from spans(input_ids, 0, input_ids.numel(), self.config.chunk_size)
@@ -65,8 +68,9 @@ class DecoderMethod(LongContextModel):
     @torch.no_grad()
     def score(self, input_ids: torch.Tensor, greedy: bool = False):
         """Log-probs of tokens 1..T-1; the last hidden state of a chunk predicts the next chunk's first token."""
-        device = self.backbone.device
-        targets = input_ids.to(device)
+        if not self.position:
+            self.fit(input_ids.numel())
+        targets = input_ids.to(self.backbone.device)
         out = []
         for start, chunk in self._chunks(input_ids):
             hidden = self._step(chunk)
@@ -78,6 +82,8 @@ class DecoderMethod(LongContextModel):
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor) -> None:
         """Consume the prompt chunk by chunk; keep only the last position's logits."""
+        if not self.position:
+            self.fit(input_ids.numel())
         for _, chunk in self._chunks(input_ids):
             hidden = self._step(chunk)
         self.next_logits = self.backbone.logits(hidden[-1])

@@ -79,23 +79,13 @@ class Full(DecoderMethod):
         super().__init__(model, tokenizer, config, rope_scaling=scaling)
         self.unscaled = self.backbone.rotary
 
-    def _fit_rope(self, length: int) -> None:
-        """With `rope_factor: auto`, scale RoPE for a document of `length` tokens as it starts."""
-        if self.config.rope_factor != "auto" or self.position:
+    def fit(self, length: int) -> None:
+        """With `rope_factor: auto`, scale RoPE for a document (or prompt) of `length` tokens."""
+        if self.config.rope_factor != "auto":
             return
         factor = length / self.model.config.max_position_embeddings
         scaling = {"rope_type": self.config.rope_scaling, "factor": factor}
         self.backbone.rotary = scaled_rotary(self.unscaled, self.model.config, scaling) if factor > 1 else self.unscaled
-
-    def score(self, input_ids: torch.Tensor, greedy: bool = False):
-        """Log-probs of tokens 1..T-1 (RoPE fitted to T first, with `rope_factor: auto`)."""
-        self._fit_rope(input_ids.numel())
-        return super().score(input_ids, greedy)
-
-    def prefill(self, input_ids: torch.Tensor) -> None:
-        """Consume the prompt (RoPE fitted to its length first, with `rope_factor: auto`)."""
-        self._fit_rope(input_ids.numel())
-        super().prefill(input_ids)
 
     def beyond_trained_window(self, length: int) -> bool:
         """RoPE scaling by `rope_factor` stretches the trained window by that factor (`auto`: to the input)."""

@@ -144,19 +144,10 @@ class LongLoRA(DecoderMethod):
             return InferenceS2Attention(self.backbone, self.config.group_ratio)
         return FullAttention(self.backbone)
 
-    def _fit_groups(self, length: int) -> None:
-        if isinstance(self.attention, InferenceS2Attention) and not self.position:
+    def fit(self, length: int) -> None:
+        """S²-Attn at inference sizes its groups for the document (or prompt) about to start."""
+        if isinstance(self.attention, InferenceS2Attention):
             self.attention.fit(length)
-
-    def score(self, input_ids: torch.Tensor, greedy: bool = False):
-        """Log-probs of tokens 1..T-1 (S²-Attn's groups sized for T first, when asked)."""
-        self._fit_groups(input_ids.numel())
-        return super().score(input_ids, greedy)
-
-    def prefill(self, input_ids: torch.Tensor) -> None:
-        """Consume the prompt (S²-Attn's groups sized for it first, when asked)."""
-        self._fit_groups(input_ids.numel())
-        super().prefill(input_ids)
 
     @property
     def variant(self) -> str | None:

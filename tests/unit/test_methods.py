@@ -197,7 +197,7 @@ def test_full_auto_rope_factor_fits_each_document(tiny_llama):
     torch.testing.assert_close(auto.score(short), build("full", tiny_llama).score(short), rtol=0, atol=0)
     positions = torch.arange(0, 2 * trained, 997)
     auto.reset()
-    auto._fit_rope(2 * trained)
+    auto.fit(2 * trained)
     yarn = Backbone(tiny_llama[0], {"rope_type": "yarn", "factor": 2.0})
     torch.testing.assert_close(auto.backbone.rope(positions), yarn.rope(positions), rtol=0, atol=0)
     assert not auto.beyond_trained_window(10 * trained)
