@@ -3,9 +3,11 @@
 Paper: https://arxiv.org/abs/2309.12307; official code https://github.com/dvlab-research/LongLoRA
 (`llama_attn_replace.py`). Spec: `shared/research/baselines.md` §3.1.
 
-The sequence is cut into groups of `G` tokens and attention is causal inside each group only. Heads
-`0..H/2-1` use the groups `[0, G), [G, 2G), …`; heads `H/2..H-1` use the same groups shifted by `G/2`, so
-information crosses group boundaries through the shifted half. Two official variants differ there:
+The sequence is cut into groups of `G` tokens and attention is causal inside each group only. The first
+half of the heads use the groups `[0, G), [G, 2G), …`; the others use the same groups shifted by `G/2`, so
+information crosses group boundaries through the shifted half. With an odd number of heads (SmolLM2's 9)
+the first half is the larger, `ceil(H/2)`, as `chunk(2)` splits them in the official flash path (its
+non-flash path splits at `H // 2`; upstream only ran even head counts). Two official variants differ:
 
 - `rolled=False` (default; the official flash path, `forward_flashattn`): the shifted groups are
   `[0, G/2), [G/2, 3G/2), …, [N - G/2, N)`. No token ever sees a later one.
@@ -82,6 +84,19 @@ def _causal_groups(
     return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
 
+def _halves(n_heads: int, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """`(h, hkv, k, v)`: query heads `:h` are the plain half, and they use KV heads `:hkv` of the returned k, v.
+
+    When the split falls inside a KV head's group of query heads, that KV head serves both halves, so
+    K/V are expanded to one head per query head first (upstream always expands).
+    """
+    per_kv = n_heads // k.shape[1]
+    h = (n_heads + 1) // 2
+    if h % per_kv:
+        k, v, per_kv = repeat_kv(k, per_kv), repeat_kv(v, per_kv), 1
+    return h, h // per_kv, k, v
+
+
 def s2_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, scale: float, rolled: bool = False
 ) -> torch.Tensor:
@@ -91,12 +106,10 @@ def s2_attention(
     as if padded with keys nobody attends to. When `G >= 2N` both halves hold a single group and the
     result is plain causal attention; with `N <= G < 2N` only the unshifted half is.
 
-    GQA: query head `i` uses KV head `i // (H / Hkv)` as in `repeat_kv`. When `Hkv` is even each half
-    of the query heads uses its own half of the KV heads, which are sliced; when `Hkv` is odd a KV head
-    is shared by both halves, so K/V are expanded with `repeat_kv` first (upstream always expands).
+    GQA: query head `i` uses KV head `i // (H / Hkv)` as in `repeat_kv` (see `_halves`).
 
     Args:
-        q: `[B, H, N, d]` queries rotated at positions `0..N-1`; `H` even.
+        q: `[B, H, N, d]` queries rotated at positions `0..N-1`.
         k: `[B, Hkv, N, d]` keys rotated at the same positions; `H` a multiple of `Hkv`.
         v: `[B, Hkv, N, d]` values.
         group: `G`, tokens per group, positive and even (see `group_size`).
@@ -111,15 +124,14 @@ def s2_attention(
     n_heads, n_kv, n = q.shape[1], k.shape[1], q.shape[2]
     if group < 2 or group % 2:
         raise ValueError(f"group must be a positive even number of tokens, got {group}")
-    if n_heads % 2 or n_heads % n_kv:
-        raise ValueError(f"need an even number of query heads, a multiple of the KV heads; got H={n_heads}, Hkv={n_kv}")
+    if n_heads < 2 or n_heads % n_kv:
+        raise ValueError(f"need at least 2 query heads, a multiple of the KV heads; got H={n_heads}, Hkv={n_kv}")
     if k.shape != v.shape or k.shape[0] != q.shape[0] or k.shape[2] != n:
         raise ValueError(f"k, v must be [B, Hkv, N, d] for q {tuple(q.shape)}; got {tuple(k.shape)}, {tuple(v.shape)}")
     if rolled and n % group:
         raise ValueError(f"rolled=True needs the length to be a multiple of the group: N={n}, G={group}")
-    if n_kv % 2:
-        k, v = repeat_kv(k, n_heads // n_kv), repeat_kv(v, n_heads // n_kv)
-    h, hkv, half = n_heads // 2, k.shape[1] // 2, group // 2
+    h, hkv, k, v = _halves(n_heads, k, v)
+    half = group // 2
 
     plain = _causal_groups(q[:, :h], k[:, :hkv], v[:, :hkv], 0, group, scale)
     q2, k2, v2 = q[:, h:], k[:, hkv:], v[:, hkv:]
@@ -159,12 +171,10 @@ def s2_cached_attention(
         `[B, H, T, d]` outputs.
 
     """
-    n_heads, n_kv = q.shape[1], k.shape[1]
+    n_heads = q.shape[1]
     if group < 2 or group % 2:
         raise ValueError(f"group must be a positive even number of tokens, got {group}")
-    if n_kv % 2:
-        k, v = repeat_kv(k, n_heads // n_kv), repeat_kv(v, n_heads // n_kv)
-    h, hkv = n_heads // 2, k.shape[1] // 2
+    h, hkv, k, v = _halves(n_heads, k, v)
     out = []
     for heads, kv_heads, shifted in ((slice(0, h), slice(0, hkv), False), (slice(h, None), slice(hkv, None), True)):
         starts = group_starts(positions, group, shifted)

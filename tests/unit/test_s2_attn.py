@@ -43,7 +43,7 @@ def reference(q, k, v, group, rolled=False):
     n = q.shape[2]
     heads = []
     for head in range(q.shape[1]):
-        mask = visible(n, group, shifted=head >= q.shape[1] // 2, rolled=rolled)
+        mask = visible(n, group, shifted=head >= (q.shape[1] + 1) // 2, rolled=rolled)
         scores = (q[:, head] @ k[:, head].transpose(-1, -2) * SCALE).masked_fill(~mask, float("-inf"))
         heads.append(scores.softmax(-1) @ v[:, head])
     return torch.stack(heads, dim=1)
@@ -167,7 +167,7 @@ def test_low_precision_is_close_to_float64(dtype, tol):
         (16, 3, False, 4, 4),  # odd group
         (16, 0, False, 4, 4),
         (18, 4, True, 4, 4),  # rolled needs N % G == 0
-        (16, 4, False, 3, 3),  # odd number of heads
+        (16, 4, False, 1, 1),  # one head cannot be split
         (16, 4, False, 4, 3),  # H not a multiple of Hkv
     ],
 )
@@ -207,3 +207,15 @@ def test_cached_with_one_group_per_half_is_causal_attention():
     out = s2_cached_attention(q[:, :, 6:], k, v, torch.arange(6, 10), 20, SCALE)
     full = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=SCALE)[:, :, 6:]
     torch.testing.assert_close(out, full, **TIGHT)
+
+
+@pytest.mark.parametrize(("n_heads", "n_kv"), [(9, 3), (9, 9), (9, 1), (5, 5)], ids=["smollm2", "mha9", "mqa9", "mha5"])
+def test_odd_head_counts_put_the_larger_half_in_plain_groups(n_heads, n_kv):
+    """SmolLM2-135M has 9 query heads over 3 KV heads: heads 0-4 plain, 5-8 shifted (torch.chunk's split)."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, heads, 18, D, generator=g, dtype=torch.float64) for heads in (n_heads, n_kv, n_kv))
+    expected = reference(q, k, v, 4)
+    torch.testing.assert_close(s2_attention(q, k, v, 4, SCALE), expected, **TIGHT)
+    cached = [s2_cached_attention(q[:, :, i : i + 5], k[:, :, : i + 5], v[:, :, : i + 5], torch.arange(i, min(18, i + 5)),
+                                  4, SCALE) for i in range(0, 18, 5)]  # fmt: skip
+    torch.testing.assert_close(torch.cat(cached, dim=2), expected, **TIGHT)
