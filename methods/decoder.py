@@ -59,7 +59,7 @@ class DecoderMethod(LongContextModel):
         return hidden[0]
 
     def fit(self, length: int) -> None:
-        """Adapt to a document (or prompt) of `length` tokens as it starts; methods that size something to it override."""
+        """Adapt to a document (or prompt) of `length` tokens as it starts (methods that size something to it)."""
 
     def _chunks(self, input_ids: torch.Tensor):
         """`(offset, ids)` pieces the document is fed in; methods with their own schedule override this."""

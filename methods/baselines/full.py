@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import model_validator
 
 from methods.attention import causal_attention, rotate

@@ -6,8 +6,8 @@ Chen et al. 2023 (https://arxiv.org/abs/2309.12307); code dvlab-research/LongLoR
 norm (`trainable_params="embed,norm"`), RoPE interpolated linearly by ceil(training length / trained
 window). Inference is plain full attention with that interpolation (the maintainers: S²-Attn is for
 training only, issue #14); `attention: s2` runs S²-Attn at inference too (the paper's ablation, not the
-official evaluation), and results say so in the method's label. The trained modules are the method's own (`methods.parts.Parts`); the
-shared base model is never written.
+official evaluation), and results say so in the method's label. The trained modules are the method's
+own (`methods.parts.Parts`); the shared base model is never written.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""What a newcomer reads off a report: untrained methods and non-official variants named, no method at chance on a Pareto front,
-timings taken under load flagged, and a baseline that exists (a store built for it, passkey rows)."""
+"""What a newcomer reads off a report: untrained methods and non-official variants named, no method at
+chance on a Pareto front, timings taken under load flagged, and a baseline that exists (a store built for
+it, passkey rows)."""
 
 from __future__ import annotations
 

@@ -216,6 +216,8 @@ def test_odd_head_counts_put_the_larger_half_in_plain_groups(n_heads, n_kv):
     q, k, v = (torch.randn(1, heads, 18, D, generator=g, dtype=torch.float64) for heads in (n_heads, n_kv, n_kv))
     expected = reference(q, k, v, 4)
     torch.testing.assert_close(s2_attention(q, k, v, 4, SCALE), expected, **TIGHT)
-    cached = [s2_cached_attention(q[:, :, i : i + 5], k[:, :, : i + 5], v[:, :, : i + 5], torch.arange(i, min(18, i + 5)),
-                                  4, SCALE) for i in range(0, 18, 5)]  # fmt: skip
+    cached = []
+    for i in range(0, 18, 5):
+        positions = torch.arange(i, min(18, i + 5))
+        cached.append(s2_cached_attention(q[:, :, i : i + 5], k[:, :, : i + 5], v[:, :, : i + 5], positions, 4, SCALE))
     torch.testing.assert_close(torch.cat(cached, dim=2), expected, **TIGHT)
