@@ -194,9 +194,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = {
         "method": args.method, "model": args.model, "dtype": args.dtype, "device": args.device,
         "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
+        "text_field": args.text_field, "split": args.split,
         "stages": _stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
         "activation_checkpointing": args.activation_checkpointing, "seed": args.seed, "out": args.out,
+        "report_to": args.report_to, "logging_dir": args.logging_dir,
         "method_options": method_options | _options(args.method_opt, "--method-opt"),
         "train_options": train_options | _options(args.train_opt, "--train-opt"),
     }  # fmt: skip
@@ -204,8 +206,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     official = getattr(trainable_class(args.method), "OPTIMIZER_DEFAULTS", {})
     data |= official | {key: value for key, value in optimizer.items() if value is not None}
     spec = validate(TrainSpec, data, "lch train")
+    from accelerate import PartialState
+
     log = train(spec, resume=args.resume, progress=not args.quiet)
-    print(f"{len(log)} steps, last loss {log[-1]['loss']:.4f}; checkpoint in {spec.out}")
+    if PartialState().is_main_process:  # under `accelerate launch` every process gets here
+        print(f"{len(log)} steps, last loss {log[-1]['loss']:.4f}; checkpoint in {spec.out}")
 
 
 def cmd_gradients(args: argparse.Namespace) -> None:
@@ -215,7 +220,8 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     from harness.fidelity import check_strategies, fidelity, table
     from harness.models import load_model
     from harness.sweep import validate
-    from harness.training import Documents, trainable_class, training_books
+    from harness.training import trainable_class
+    from harness.training_data import Documents, load_texts
     from tasks.data import data_dir
 
     cls = trainable_class(args.method)
@@ -233,12 +239,12 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     root = args.data or (str(data_dir() / "books") if data_dir() else None)
     if root is None:
         raise UserError("no data directory found: pass --data (a folder of .txt books)")
-    books = training_books(root, allow_test_data=False)
+    texts = load_texts(root)
     model, tokenizer = load_model(args.model, args.dtype, args.device)
     cls.check_document_length(config, args.seq_len, model.config.max_position_embeddings)
     torch.manual_seed(args.seed)  # the adapters' initial weights
     method = cls(model, tokenizer, config)
-    documents = Documents(books, tokenizer, args.seq_len, args.seed)
+    documents = Documents(texts, tokenizer, args.seq_len, args.seed)
     result = table(fidelity(method, [documents[i] for i in range(args.documents)], strategies, windows, args.seeds))
     print(result.to_csv(index=False, float_format="%.4f") if args.csv else result.to_string(index=False))
 
@@ -328,7 +334,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", default="smollm2-135m", help="built-in alias, HF id or local dir (default smollm2-135m)")
     tr.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (GPU runs autocast to bf16)")
     tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    tr.add_argument("--data", required=True, help="folder of .txt books (PG19 test books are skipped)")
+    tr.add_argument(
+        "--data", required=True,
+        help="folder of .txt books, .jsonl/.parquet file(s), a folder saved by datasets' save_to_disk, or a hub "
+        "dataset name (PG19 test books are skipped, found by file name and by content)",
+    )  # fmt: skip
+    tr.add_argument("--text-field", default="text", help="the records' field holding the text (default text)")
+    tr.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default train)")
     tr.add_argument("--allow-test-data", action="store_true", help="also train on the PG19 test books")
     tr.add_argument("--steps", type=int, help="optimizer steps (or --stages)")
     tr.add_argument("--seq-len", type=int, help="tokens per training document (or --stages)")
@@ -352,6 +364,11 @@ def parser() -> argparse.ArgumentParser:
         "--activation-checkpointing", action="store_true",
         help="keep one layer's activations at a time, recomputed in backward (long documents on small memory)",
     )  # fmt: skip
+    tr.add_argument(
+        "--report-to", action="append", default=[], choices=("tensorboard", "wandb", "mlflow"),
+        help="also log each step to this tracker (repeatable; through accelerate's tracking API)",
+    )  # fmt: skip
+    tr.add_argument("--logging-dir", help="where trackers write (default: OUT.logs beside the checkpoint)")
     tr.add_argument("--seed", type=int, default=0, help="data order and sampling seed (default 0)")
     tr.add_argument("--out", required=True, help="checkpoint folder (loadable with --method-opt checkpoint=DIR)")
     tr.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")

@@ -1,4 +1,6 @@
-"""The training loop every trainable method shares: data, optimizer, schedule, clipping, logging, checkpoints.
+"""The training loop every trainable method shares: optimizer, schedule, clipping, processes, logging, checkpoints.
+
+Its data (`--data` as books, jsonl/parquet records or a `datasets` dataset) comes from `harness.training_data`.
 
 A trainable method class has a `TrainConfig` (its gradient options) and, per instance,
 `train_config`, `trainable_parameters()`, `backward_document(input_ids) -> loss` (it runs its own
@@ -8,19 +10,25 @@ module owns everything else, so a new trainable method plugs in without changing
 Checkpoints hold the method's files (adapters, loadable by `lch eval --method-opt checkpoint=DIR`),
 `training.json` (what was trained, for `--resume` and for refusing another method's folder) and
 `trainer_state.pt` (optimizer, scheduler, RNG states, data position, the loss log). Resuming from
-the last checkpoint after a kill -9 reproduces the uninterrupted run's losses. Under
-`accelerate launch` each process takes every N-th document and gradients are averaged before the
-step; on one process (the usual case here) that is a no-op.
+the last checkpoint after a kill -9 reproduces the uninterrupted run's losses.
+
+Under `accelerate launch` (DDP over gloo on CPU or NCCL on GPUs; configs in `configs/accelerate/`) the
+`Accelerator` places each process on its device, runs bf16 autocast on GPUs, averages the gradients and
+the logged loss over processes, and reports to the trackers of `--report-to`. Each process takes every
+N-th document of the global order, so N processes with `--accumulation A` step on the same documents
+as one process with `A * N`. Methods run their own backward passes (UIO's incremental TBPTT backpropagates
+segment by segment), so there is no single module forward for DDP's hooks: gradients are averaged
+once per optimizer step with `Accelerator.reduce`, the one all-reduce DDP would do. The checkpoint is
+lch's own format (the method's files, not `save_state`), written by the main process; it holds every
+process's RNG state, and a resume needs the same number of processes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,11 +42,9 @@ from tqdm import tqdm
 from harness.checkpoints import RESOLVED_KEY, SPEC_FILE, TRAINED_KEY
 from harness.errors import UserError
 from harness.models import load_model
-from tasks.data import read_book, undecodable_share
-from tasks.perplexity import PG19_TEST_IDS
+from harness.training_data import Documents, load_texts, tokenize
 
 STATE_FILE = "trainer_state.pt"
-NOTICEABLE, MOST = 0.01, 0.5  # shares of undecodable bytes in a training book: warn, refuse
 LOG_FILE = "train_log.jsonl"
 
 
@@ -68,6 +74,8 @@ class TrainSpec(BaseModel):
     dtype: str = "float32"
     device: str = "cpu"
     data: str
+    text_field: str = "text"
+    split: str = "train"
     allow_test_data: bool = False
     steps: int | None = Field(None, ge=1)
     seq_len: int | None = Field(None, ge=1)
@@ -81,6 +89,8 @@ class TrainSpec(BaseModel):
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     checkpoint_every: int = Field(10, ge=1)
     activation_checkpointing: bool = False
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = []
+    logging_dir: str | None = None
     seed: int = 0
     out: str
 
@@ -113,59 +123,13 @@ class TrainSpec(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
-        return self.model_dump(mode="json", exclude={"steps", "checkpoint_every", "activation_checkpointing", "out"})
+        how = {"steps", "checkpoint_every", "activation_checkpointing", "out", "report_to", "logging_dir"}
+        return self.model_dump(mode="json", exclude=how)
 
-
-def training_books(data: str, allow_test_data: bool) -> list[Path]:
-    """The `.txt` books under `data` (a folder or one file); the PG19 test books are skipped unless allowed."""
-    root = Path(data)
-    if not root.exists():
-        raise UserError(f"--data '{data}' not found")
-    books = sorted(root.rglob("*.txt")) if root.is_dir() else [root]
-    if not books:
-        raise UserError(f"--data '{data}' holds no .txt files")
-    for book in books:
-        share = undecodable_share(book.read_bytes())
-        if share > MOST:
-            raise UserError(f"--data: '{book}' is not text ({share:.0%} of its bytes are undecodable or control bytes)")
-        if share > NOTICEABLE:
-            warning = f"lch: warning: {share:.1%} of the bytes of '{book}' are undecodable or control bytes"
-            print(warning, file=sys.stderr)
-    test = [book for book in books if book.name.split("_")[0].split(".")[0] in PG19_TEST_IDS]
-    if allow_test_data or not test:
-        return books
-    if len(test) == len(books):
-        raise UserError(f"--data '{data}' holds only PG19 test books, which are for evaluation (--allow-test-data)")
-    print(f"lch: skipping {len(test)} PG19 test books in {data} (evaluation data)", file=sys.stderr)
-    return [book for book in books if book not in test]
-
-
-def tokenize(books: list[Path], tokenizer) -> list[torch.Tensor]:
-    """Each book's token ids (no special tokens)."""
-    return [torch.tensor(tokenizer(read_book(book), add_special_tokens=False)["input_ids"]) for book in books]
-
-
-class Documents:
-    """Non-overlapping `seq_len`-token windows of the books, in a seeded order reshuffled each epoch.
-
-    Document `i` is a pure function of (books, tokenizer, seq_len, seed, i), so resuming needs only `i`.
-    """
-
-    def __init__(self, books: list[Path], tokenizer, seq_len: int, seed: int, tokens: list[torch.Tensor] | None = None):
-        self.tokens = tokens or tokenize(books, tokenizer)
-        self.windows = [(b, s) for b, ids in enumerate(self.tokens) for s in range(0, len(ids) - seq_len + 1, seq_len)]
-        if not self.windows:
-            raise UserError(f"no book in the data holds {seq_len} tokens (--seq-len)")
-        self.seq_len, self.seed = seq_len, seed
-        self._epoch, self._order = -1, []
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        epoch, offset = divmod(index, len(self.windows))
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._order = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(self.seed + epoch))
-        book, start = self.windows[int(self._order[offset])]
-        return self.tokens[book][start : start + self.seq_len]
+    @property
+    def tracking_dir(self) -> str:
+        """Where trackers write (TensorBoard's event files): beside `out`, since checkpoints swap `out` whole."""
+        return self.logging_dir or f"{self.out}.logs"
 
 
 def schedule(steps: int, warmup: float, shape: str = "cosine") -> Callable[[int], float]:
@@ -269,10 +233,10 @@ def load_state(previous: Path) -> dict[str, Any]:
     return state
 
 
-def build_trainable(spec: TrainSpec, config, train_config, loaded=None):
-    """The method of `spec` with `config` on its base model, with `train_config` set (both from `method_configs`)."""
+def build_trainable(spec: TrainSpec, config, train_config, loaded=None, device: str | None = None):
+    """The method of `spec` with `config` on its base model (on `device`, else `spec.device`), `train_config` set."""
     cls = trainable_class(spec.method)
-    model, tokenizer = loaded or load_model(spec.model, spec.dtype, spec.device)
+    model, tokenizer = loaded or load_model(spec.model, spec.dtype, device or spec.device)
     window = model.config.max_position_embeddings
     if hasattr(cls, "training_options"):  # options the method fixes from the training lengths (LongLoRA's RoPE factor)
         from harness.sweep import validate
@@ -322,14 +286,21 @@ def train(
         loaded: `(model, tokenizer)` already loaded (tests), else `spec.model` is loaded.
         on_step: called with each log row after the step (and its checkpoint, if any).
     """
-    from accelerate import PartialState
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import gather_object
 
     config, train_config = method_configs(spec)  # validated before anything is read or loaded
     previous = check_out(spec, resume)
     resumed = load_state(previous) if previous is not None else None
-    books = training_books(spec.data, spec.allow_test_data)
+    texts = load_texts(spec.data, spec.text_field, spec.split, spec.allow_test_data)
     torch.manual_seed(spec.seed)  # adapters draw their initial weights from it
-    method = build_trainable(spec, config, train_config, loaded)
+    # Under `accelerate launch` (torchrun): this process's rank and device; on CPU, gloo between processes.
+    process = PartialState(cpu=spec.device == "cpu")
+    device = spec.device if process.num_processes == 1 or spec.device == "cpu" else str(process.device)
+    if resumed is not None and resumed.get("processes", 1) != process.num_processes:
+        raise UserError(f"--resume: the checkpoint was trained on {resumed.get('processes', 1)} processes, "
+                        f"this run has {process.num_processes} (the data order depends on it)")  # fmt: skip
+    method = build_trainable(spec, config, train_config, loaded, device)
     method.backbone.checkpoint_layers = spec.activation_checkpointing
     parameters = method.trainable_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
@@ -340,16 +311,22 @@ def train(
         state = resumed
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"][process.process_index] if isinstance(state["rng"], list) else state["rng"])
     state.setdefault("stage", 0)  # a checkpoint from before stages: one stage
-    tokens = tokenize(books, method.tokenizer)
+    tokens = tokenize(texts, method.tokenizer)
     # Each stage has its own seeded order of its own windows, from its first document on.
-    documents = [Documents(books, method.tokenizer, stage.seq_len, spec.seed, tokens=tokens) for stage in spec.plan]
-    process = PartialState()
+    documents = [Documents(texts, method.tokenizer, stage.seq_len, spec.seed, tokens=tokens) for stage in spec.plan]
     cuda = method.backbone.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    total = spec.total_steps
-    with tqdm(total=total, initial=state["step"], disable=not progress, unit="step", dynamic_ncols=True) as bar:
+    accelerator = Accelerator(
+        cpu=spec.device == "cpu",
+        mixed_precision="bf16" if cuda else "no",
+        log_with=spec.report_to or None,
+        project_dir=spec.tracking_dir if spec.report_to else None,
+    )
+    if spec.report_to:
+        accelerator.init_trackers("lch-train", config=_hyperparameters(spec))
+    total, shown = spec.total_steps, progress and accelerator.is_main_process
+    with tqdm(total=total, initial=state["step"], disable=not shown, unit="step", dynamic_ncols=True) as bar:
         while state["step"] < total:
             stage = spec.stage_at(state["step"])
             if stage != state["stage"]:
@@ -358,14 +335,10 @@ def train(
             start, losses = time.perf_counter(), []
             for _ in range(spec.accumulation):
                 index = state["position"] * process.num_processes + process.process_index
-                with autocast:
+                with accelerator.autocast():
                     losses.append(method.backward_document(documents[stage][index]))
                 state["position"] += 1
-            for parameter in parameters:
-                if parameter.grad is not None:
-                    parameter.grad /= spec.accumulation * process.num_processes
-                    if process.num_processes > 1:
-                        torch.distributed.all_reduce(parameter.grad)
+            loss = _average(accelerator, parameters, sum(losses) / len(losses), spec.accumulation)
             norm = float(torch.nn.utils.clip_grad_norm_(parameters, spec.clip))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -374,18 +347,50 @@ def train(
             state["step"] += 1
             seconds = time.perf_counter() - start
             row = {
-                "step": state["step"], "stage": stage, "seq_len": seq_len, "loss": sum(losses) / len(losses),
+                "step": state["step"], "stage": stage, "seq_len": seq_len, "loss": loss,
                 "grad_norm": norm, "lr": lr, "seconds": seconds,
                 "tokens_per_s": seq_len * spec.accumulation * process.num_processes / seconds,
             }  # fmt: skip
             state["log"].append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
-            if progress:
+            if shown:
                 bar.write(f"step {row['step']}: loss {row['loss']:.4f}, {row['tokens_per_s']:.0f} tokens/s")
-            if process.is_main_process and (state["step"] % spec.checkpoint_every == 0 or state["step"] == total):
-                state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
-                _checkpoint(method, spec, state)
+            accelerator.log(row, step=row["step"])
+            if state["step"] % spec.checkpoint_every == 0 or state["step"] == total:
+                rng = gather_object([_rng_state()]) if accelerator.num_processes > 1 else _rng_state()
+                if accelerator.is_main_process:
+                    state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                              "processes": accelerator.num_processes}  # fmt: skip
+                    _checkpoint(method, spec, state)
+                accelerator.wait_for_everyone()
             if on_step is not None:
                 on_step(row)
+    accelerator.end_training()
     return state["log"]
+
+
+def _average(accelerator, parameters: list[torch.nn.Parameter], loss: float, accumulation: int) -> float:
+    """Gradients and loss averaged over the accumulated documents and the processes; returns the loss.
+
+    Across processes the gradients travel as one flat tensor (one all-reduce per step); a parameter a
+    process left without gradient counts as zero there, so every process sends the same shape.
+    """
+    for parameter in parameters:
+        if parameter.grad is not None:
+            parameter.grad /= accumulation
+    if accelerator.num_processes == 1:
+        return loss
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = accelerator.reduce(torch.cat([grad.flatten() for grad in grads]), reduction="mean")
+    for parameter, grad in zip(parameters, flat.split([p.numel() for p in parameters]), strict=True):
+        parameter.grad = grad.view_as(parameter)
+    return float(accelerator.reduce(torch.tensor([loss], dtype=torch.float64, device=flat.device), reduction="mean"))
+
+
+def _hyperparameters(spec: TrainSpec) -> dict[str, Any]:
+    """The spec flattened to the scalars trackers accept (TensorBoard's hparams take no lists or dicts)."""
+    flat = {}
+    for key, value in spec.model_dump(mode="json").items():
+        flat[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return flat

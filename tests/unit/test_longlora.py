@@ -177,7 +177,7 @@ def test_training_past_the_window_sets_the_official_interpolation_factor(tmp_pat
     seen = {}
     original = training.build_trainable
 
-    def spy(spec, config, train_config, loaded=None):
+    def spy(spec, config, train_config, loaded=None, device=None):
         tiny = load_model("tiny-random-llama")
         short = copy.deepcopy(tiny[0])
         short.config.max_position_embeddings = 24  # a 64-token document is 2.67 windows: factor ceil = 3

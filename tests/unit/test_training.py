@@ -94,10 +94,10 @@ def test_checkpoint_evaluates_and_differs_from_untrained(data, tmp_path, tiny_ll
 
 
 def test_test_books_are_skipped_and_alone_refused(data, tmp_path, capsys):
-    from harness.training import training_books
+    from harness.training_data import load_texts
 
-    assert [p.name for p in training_books(str(data), allow_test_data=False)] == ["1342_a_book.txt"]
-    assert len(training_books(str(data), allow_test_data=True)) == 2
+    assert [text.name for text in load_texts(str(data))] == [str(data / "1342_a_book.txt")]
+    assert len(load_texts(str(data), allow_test_data=True)) == 2
     only_test = data / "10146_a_pg19_test_book.txt"
     argv = ["train", "uio", "--model", "tiny-random-llama", "--data", str(only_test), "--steps", "1",
             "--seq-len", "64", "--segment", "16", "--memory-tokens", "4", "--out", str(tmp_path / "o")]  # fmt: skip
