@@ -126,8 +126,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     from harness.runner import run_sweep
     from harness.sweep import load_sweep
 
+    if args.address and args.executor != "ray":
+        raise UserError("--address is the Ray cluster to run on: add --executor ray")
     spec = load_sweep(args.sweep, output=args.output)
-    outcomes = run_sweep(spec, retry_failed=args.retry_failed, progress=not args.quiet, command=_command())
+    outcomes = run_sweep(
+        spec, retry_failed=args.retry_failed, progress=not args.quiet, command=_command(), executor=args.executor,
+        address=args.address,
+    )  # fmt: skip
     _report_outcomes(outcomes, spec.output)
 
 
@@ -309,6 +314,12 @@ def parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="run a sweep YAML file")
     rn.add_argument("sweep", help="sweep file, e.g. examples/quick.yaml")
     rn.add_argument("--output", help="SQLite store (overrides the file's 'output')")
+    rn.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="local: cells one by one in this process (default); ray: cells in parallel on Ray workers "
+        "(pip install 'lch[ray]'), each asking for the sweep's gpus_per_cell",
+    )  # fmt: skip
+    rn.add_argument("--address", help="Ray cluster to join (auto, HOST:PORT); default: a local Ray instance")
     run_flags(rn)
     rn.set_defaults(fn=cmd_run)
 

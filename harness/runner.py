@@ -1,4 +1,9 @@
-"""Execute a sweep's cells: resume per sample, isolate failures, show progress, meter every sample."""
+"""Execute a sweep's cells: resume per sample, isolate failures, show progress, meter every sample.
+
+A cell reports what it learns to a `Sink` (open, plan, add samples, close). Locally the sink is a
+`Recorder` over the store and the progress bar; with `--executor ray` (`harness/ray_executor.py`) a
+worker's sink sends the same calls to the driver, whose `Recorder` applies them, so the store has one writer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Protocol
 
 import torch
 from tqdm import tqdm
@@ -32,8 +38,82 @@ class Outcome:
     error: str | None = None
 
 
+class Sink(Protocol):
+    """Where `run_cell` sends a cell's results, in order: `open_cell`, `plan`, `add_sample`s, `close_cell`."""
+
+    def open_cell(self, cell_id: str, run_id: str, fields: dict) -> None:
+        """The cell starts in this run (`Store.open_cell`)."""
+
+    def plan(self, cell_id: str, instances: int, samples: int, stored: int) -> None:
+        """The cell has `instances` instances for its `samples` samples, `stored` of them stored before."""
+
+    def add_sample(self, cell_id: str, idx: int, row: dict) -> None:
+        """A finished sample (`Store.add_sample`)."""
+
+    def close_cell(
+        self,
+        cell_id: str,
+        status: str,
+        error: str | None = None,
+        aggregate: dict | None = None,
+        samples: int | None = None,
+    ) -> None:
+        """The cell's final status (`Store.close_cell`)."""
+
+
+class Recorder:
+    """The sink that writes: the store, the progress bar, and a line per cell that did not finish."""
+
+    def __init__(self, store: Store, bar: tqdm):
+        """Write into `store` and move `bar`."""
+        self.store = store
+        self.bar = bar
+        self.names: dict[str, str] = {}
+        self.added: dict[str, int] = {}  # samples added per cell in this run
+        self.closed: dict[str, tuple[str, str | None]] = {}  # cell -> (status, error)
+
+    def open_cell(self, cell_id: str, run_id: str, fields: dict) -> None:
+        """Open the cell in the store and name it on the bar."""
+        self.names[cell_id] = f"{fields['label']} {fields['task']}@{fields['length']}"
+        self.added[cell_id] = 0
+        self.store.open_cell(cell_id, run_id, fields)
+        self.bar.set_description(self.names[cell_id])
+
+    def plan(self, cell_id: str, instances: int, samples: int, stored: int) -> None:
+        """Count the cell's extra instances (LongBench gives several per sample) and its stored ones."""
+        self.bar.total += instances - samples
+        self.bar.update(stored)
+
+    def add_sample(self, cell_id: str, idx: int, row: dict) -> None:
+        """Store the sample."""
+        self.store.add_sample(cell_id, idx, row)
+        self.added[cell_id] += 1
+        self.bar.update(1)
+
+    def close_cell(
+        self,
+        cell_id: str,
+        status: str,
+        error: str | None = None,
+        aggregate: dict | None = None,
+        samples: int | None = None,
+    ) -> None:
+        """Store the cell's status; say why it did not finish."""
+        self.store.close_cell(cell_id, status, error=error, aggregate=aggregate, samples=samples)
+        self.closed[cell_id] = (status, error)
+        if status != "done":
+            first_line = (error or "").partition("\n")[0][:200]
+            self.bar.write(f"cell {self.names.get(cell_id, cell_id)}: {status} ({first_line})")
+
+
 def run_sweep(
-    spec: SweepSpec, retry_failed: bool = False, progress: bool = True, command: str = "", check_methods: bool = False
+    spec: SweepSpec,
+    retry_failed: bool = False,
+    progress: bool = True,
+    command: str = "",
+    check_methods: bool = False,
+    executor: Literal["local", "ray"] = "local",
+    address: str | None = None,
 ) -> list[Outcome]:
     """Run every cell of `spec` not yet complete in its store; return what happened to each cell.
 
@@ -49,8 +129,17 @@ def run_sweep(
         check_methods: build every method once before the run is recorded, so a method that cannot be
             built (a checkpoint that does not load) is a `UserError` instead of a failed cell
             (`lch eval`; a sweep records the cell and goes on).
+        executor: `local` runs the cells here one by one; `ray` runs them on a Ray cluster's workers.
+        address: the Ray cluster to join (`auto`, `HOST:PORT`); None starts a local one (or joins `$RAY_ADDRESS`).
     """
-    cells = expand(spec)  # validates every name, option, data path and the device before any model is loaded
+    run_cells = _run_cells
+    if executor == "ray":
+        from harness.ray_executor import ray_cells
+
+        run_cells = ray_cells(address)  # without Ray installed, a one-line error before anything is read
+    # Validates every name, option, data path and the device before any model is loaded. A Ray driver
+    # need not have the workers' GPUs: the workers check the device as they load the model.
+    cells = expand(spec, check_device=executor == "local")
     created = not Path(spec.output).exists()
     store = Store(spec.output)  # an output that is not an lch store, or cannot be written, stops here
     try:
@@ -65,7 +154,7 @@ def run_sweep(
             else:
                 todo.append(cell)
         if todo:
-            outcomes += _run_cells(spec, todo, store, progress, command, check_methods)
+            outcomes += run_cells(spec, todo, store, progress, command, check_methods)
     except BaseException:
         store.close()
         if created and not store.has_runs():
@@ -88,28 +177,42 @@ def _run_cells(
     store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
     outcomes = []
     try:
-        with tqdm(total=sum(c.samples for c in todo), disable=not progress, unit="sample", dynamic_ncols=True) as bar:
+        with progress_bar(todo, progress) as bar:
+            recorder = Recorder(store, bar)
             for cell in todo:
-                bar.set_description(f"{cell.label} {cell.task}@{cell.length}")
-                done = store.sample_indices(cell.cell_id)
-                outcomes.append(_run_cell(cell, loaded, store, run_id, done, spec.flops, bar, built.get(cell.label)))
+                stored = stored_scores(store, cell)
+                outcomes.append(run_cell(cell, loaded, recorder, run_id, stored, spec.flops, built.get(cell.label)))
     finally:
         store.finish_run(run_id)
     return outcomes
 
 
-def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flops: bool, bar, method=None) -> Outcome:
+def progress_bar(todo: list[Cell], progress: bool) -> tqdm:
+    """The bar over the samples of the cells to run (a `Recorder` grows it for tasks with more instances)."""
+    return tqdm(total=sum(c.samples for c in todo), disable=not progress, unit="sample", dynamic_ncols=True)
+
+
+def stored_scores(store: Store, cell: Cell) -> dict[int, Score]:
+    """The cell's samples already in the store, by index: what a rerun skips and aggregates with its new ones."""
+    return {row["idx"]: _stored_score(row) for row in store.samples(cell.cell_id)}
+
+
+def run_cell(
+    cell: Cell, loaded, sink: Sink, run_id: str, stored: dict[int, Score], flops: bool, method=None
+) -> Outcome:
+    """Run the samples of `cell` not in `stored`, sending each to `sink` as it finishes; never raises for the cell."""
     model, tokenizer = loaded
     device = model.lm_head.weight.device
-    store.open_cell(cell.cell_id, run_id, _cell_fields(cell))
+    sink.open_cell(cell.cell_id, run_id, cell_fields(cell))
+    scores = dict(stored)
     ran = 0
     try:
         method = method or METHODS.get(cell.method)(model, tokenizer, cell.method_config)
         task = TASKS.get(cell.task)(cell.task_config, tokenizer)
         instances = task.instances(cell.length, cell.samples, cell.seed)
-        bar.total += len(instances) - cell.samples  # a task may give several instances per sample (LongBench)
-        bar.update(len(done & set(range(len(instances)))))
-        todo = [(i, instance) for i, instance in enumerate(instances) if i not in done]
+        # A task may give several instances per sample (LongBench).
+        sink.plan(cell.cell_id, len(instances), cell.samples, len(stored.keys() & set(range(len(instances)))))
+        todo = [(i, instance) for i, instance in enumerate(instances) if i not in stored]
         if todo:
             _warm_up(method, todo[0][1])
         for index, instance in todo:
@@ -119,28 +222,33 @@ def _run_cell(cell: Cell, loaded, store: Store, run_id: str, done: set[int], flo
             metered = Metered(method, device)
             with flop_count(flops, metered.costs), peak_memory(device, metered.costs), cpu_contention(metered.costs):
                 score = task.evaluate(metered, instance)
-            store.add_sample(cell.cell_id, index, _sample_row(instance, score, metered, method))
+            row = _sample_row(instance, score, metered, method)
+            sink.add_sample(cell.cell_id, index, row)
+            scores[index] = _read_back(row)
             method.reset()  # free the document's cache before the next sample's baseline is taken
             ran += 1
-            bar.update(1)
-        scores = [_stored_score(row) for row in store.samples(cell.cell_id)[: len(instances)]]
-        store.close_cell(cell.cell_id, "done", aggregate=task.aggregate(scores), samples=cell.samples)
+        aggregate = task.aggregate([scores[index] for index in sorted(scores)][: len(instances)])
+        sink.close_cell(cell.cell_id, "done", aggregate=aggregate, samples=cell.samples)
         return Outcome(cell, "done", ran)
     except InputTooLong as error:
-        return _fail(store, cell, "over_length", error, ran, bar)
+        return _fail(sink, cell, "over_length", error, ran)
     except (torch.OutOfMemoryError, MemoryError) as error:
-        return _fail(store, cell, "oom", error, ran, bar)
+        return _fail(sink, cell, "oom", error, ran)
     except Exception as error:  # noqa: BLE001 - a failing cell is a result; the sweep goes on
-        return _fail(store, cell, "failed", error, ran, bar)
+        return _fail(sink, cell, "failed", error, ran)
 
 
-def _fail(store: Store, cell: Cell, status: str, error: BaseException, ran: int, bar) -> Outcome:
-    message = f"{type(error).__name__}: {error}".strip()
-    store.close_cell(cell.cell_id, status, error=message)
-    bar.write(f"cell {cell.label} {cell.task}@{cell.length}: {status} ({message.splitlines()[0][:200]})")
+def _fail(sink: Sink, cell: Cell, status: str, error: BaseException, ran: int) -> Outcome:
+    message = error_line(error)
+    sink.close_cell(cell.cell_id, status, error=message)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return Outcome(cell, status, ran, message)
+
+
+def error_line(error: BaseException) -> str:
+    """How a cell's error is stored: `Type: message`."""
+    return f"{type(error).__name__}: {error}".strip()
 
 
 def _warm_up(method, instance) -> None:
@@ -151,7 +259,8 @@ def _warm_up(method, instance) -> None:
     method.reset()
 
 
-def _cell_fields(cell: Cell) -> dict:
+def cell_fields(cell: Cell) -> dict:
+    """The `cells` table's fields of `cell` (`Store.open_cell`)."""
     identity = cell.identity
     return {
         "label": cell.label, "model": cell.model, "dtype": cell.dtype, "device": cell.device,
@@ -180,6 +289,14 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
         "prefill_s": costs.prefill_s, "decode_s": costs.decode_s, "decode_tokens": score.decode_tokens,
         "peak_mem_bytes": costs.peak_mem_bytes, "state_bytes": method.state_bytes(), "flops": costs.flops,
     }  # fmt: skip
+
+
+def _read_back(row: dict) -> Score:
+    """The `Score` that `row` reads back from the store as: its JSON columns round-tripped as the store does.
+
+    So a cell's aggregate is the same whether its samples were stored before or just now, here or on a worker.
+    """
+    return _stored_score({**row, "metrics": json.dumps(row["metrics"]), "metadata": json.dumps(row["metadata"])})
 
 
 def _stored_score(row) -> Score:

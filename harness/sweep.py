@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
 
 from harness.checkpoints import with_checkpoint_options
 from harness.errors import UserError
-from harness.models import DEFAULT_MODEL, check_device
+from harness.models import DEFAULT_MODEL
+from harness.models import check_device as check_local_device
 
 
 class _Strict(BaseModel):
@@ -50,8 +51,18 @@ class SweepSpec(_Strict):
     samples: PositiveInt = 5
     output: str = "results/lch.sqlite"
     flops: bool = False
+    gpus_per_cell: float = Field(default=0, ge=0)  # what each Ray worker asks for (`--executor ray`); 0.5 shares a GPU
     methods: list[MethodSpec] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
+
+    @field_validator("gpus_per_cell")
+    @classmethod
+    def _gpus_fit_the_device(cls, gpus: float, info: ValidationInfo) -> float:
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(f"more than one GPU per cell must be a whole number, got {gpus}")  # Ray's rule
+        if gpus and info.data.get("device") == "cpu":
+            raise ValueError(f"{gpus:g} GPUs per cell, but the sweep runs on device 'cpu': set device: cuda")
+        return gpus
 
 
 @dataclass(frozen=True)
@@ -191,16 +202,18 @@ def _yaml_where(error: yaml.YAMLError) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def expand(spec: SweepSpec) -> list[Cell]:
+def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
     """Cells in run order (task, then length, then method).
 
-    Every name, option, task data path and the device is validated first, so a bad input stops
-    before anything is loaded or stored; checkpoint directories are hashed once per method.
+    Every name, option, task data path and (unless `check_device` is false: the cells run on other
+    machines) the device is validated first, so a bad input stops before anything is loaded or stored;
+    checkpoint directories are hashed once per method.
     """
     from methods.base import METHODS
     from tasks.base import TASKS
 
-    check_device(spec.device)
+    if check_device:
+        check_local_device(spec.device)
     methods = []
     repeated = {m.name for m in spec.methods if sum(o.name == m.name for o in spec.methods) > 1}
     for method in spec.methods:
