@@ -175,10 +175,6 @@ class Store:
             (status, error, json.dumps(aggregate) if aggregate is not None else None, samples, now(), cell_id),
         )
 
-    def sample_indices(self, cell_id: str) -> set[int]:
-        """Indices of the samples already stored for a cell."""
-        return {row[0] for row in self.db.execute("SELECT idx FROM samples WHERE cell_id = ?", (cell_id,))}
-
     def add_sample(self, cell_id: str, idx: int, row: dict[str, Any]) -> None:
         """Insert one finished sample; a duplicate (cell, idx) is ignored, so a rerun never adds rows twice."""
         values = [cell_id, idx, *(_encode(row.get(c)) for c in SAMPLE_COLUMNS), now()]
