@@ -69,8 +69,7 @@ def books(tmp_path_factory):
 def runs(tmp_path_factory, books):
     """One process with 2 documents per step; two processes with 1 each; two processes cut at 2 steps, resumed."""
     root = tmp_path_factory.mktemp("ddp")
-    single = [sys.executable, "-m", "harness.cli", *TRAIN, "--data", str(books), "--steps", "4", "--accumulation", "2"]
-    subprocess.run([*single, "--out", str(root / "one")], check=True, env=_env(), capture_output=True, cwd=ROOT)
+    assert main([*TRAIN, "--data", str(books), "--steps", "4", "--accumulation", "2", "--out", str(root / "one")]) == 0
     _launch(books, root / "two", 4)
     _launch(books, root / "cut", 2)
     _launch(books, root / "cut", 4, "--resume")
