@@ -50,15 +50,8 @@ class Sink(Protocol):
     def add_sample(self, cell_id: str, idx: int, row: dict) -> None:
         """A finished sample (`Store.add_sample`)."""
 
-    def close_cell(
-        self,
-        cell_id: str,
-        status: str,
-        error: str | None = None,
-        aggregate: dict | None = None,
-        samples: int | None = None,
-    ) -> None:
-        """The cell's final status (`Store.close_cell`)."""
+    def close_cell(self, cell_id: str, status: str, **fields) -> None:
+        """The cell's final status and `Store.close_cell`'s other fields (error, aggregate, samples)."""
 
 
 class Recorder:
@@ -90,16 +83,10 @@ class Recorder:
         self.added[cell_id] += 1
         self.bar.update(1)
 
-    def close_cell(
-        self,
-        cell_id: str,
-        status: str,
-        error: str | None = None,
-        aggregate: dict | None = None,
-        samples: int | None = None,
-    ) -> None:
+    def close_cell(self, cell_id: str, status: str, **fields) -> None:
         """Store the cell's status; say why it did not finish."""
-        self.store.close_cell(cell_id, status, error=error, aggregate=aggregate, samples=samples)
+        self.store.close_cell(cell_id, status, **fields)
+        error = fields.get("error")
         self.closed[cell_id] = (status, error)
         if status != "done":
             first_line = (error or "").partition("\n")[0][:200]
