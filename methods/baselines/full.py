@@ -53,7 +53,11 @@ class FullAttention:
         cos, sin = self.backbone.rope(positions)
         buffer = self.cache[layer]
         buffer.append(rotate(k, cos, sin), v)
-        return causal_attention(rotate(q, cos, sin), buffer.k, buffer.v, self.backbone.scale)
+        return self.over_cache(rotate(q, cos, sin), buffer, positions)
+
+    def over_cache(self, q, buffer: KVBuffer, positions):
+        """The rotated queries over every cached key, causally (subclasses restrict which keys they see)."""
+        return causal_attention(q, buffer.k, buffer.v, self.backbone.scale)
 
     def nbytes(self) -> int:
         """Bytes of K and V held over all layers."""

@@ -106,12 +106,9 @@ class InferenceS2Attention(FullAttention):
         """Size the groups for a document (or prompt) of `length` tokens."""
         self.group = group_size(length, self.ratio)
 
-    def attend(self, layer, q, k, v, positions):
-        """Rotate at absolute positions, append to the cache, attend inside the query's groups."""
-        cos, sin = self.backbone.rope(positions)
-        buffer = self.cache[layer]
-        buffer.append(rotate(k, cos, sin), v)
-        return s2_cached_attention(rotate(q, cos, sin), buffer.k, buffer.v, positions, self.group, self.backbone.scale)
+    def over_cache(self, q, buffer, positions):
+        """The rotated queries over the cached keys of their groups."""
+        return s2_cached_attention(q, buffer.k, buffer.v, positions, self.group, self.backbone.scale)
 
 
 @register_method("longlora")
