@@ -50,6 +50,23 @@ def test_gradients_reach_exactly_lora_on_qkvo_the_input_embedding_and_every_norm
     assert all(p.grad is None for p in model.parameters())  # the shared base: lm_head, MLPs, projections
 
 
+def test_trainable_params_norm_trains_lora_and_norms_and_its_checkpoint_evaluates_without_an_embedding(tmp_path):
+    from safetensors import safe_open
+
+    assert _train(tmp_path, "--method-opt", "trainable_params=norm") == 0
+    spec = json.loads((tmp_path / "ckpt" / "training.json").read_text())
+    assert spec["checkpoint_options"]["trainable_params"] == "norm"
+    with safe_open(str(tmp_path / "ckpt" / "longlora.safetensors"), "pt") as weights:
+        keys = set(weights.keys())
+    assert "norm.weight" in keys and not any(key.startswith("embed_tokens") for key in keys)
+    model, tokenizer = load_model("tiny-random-llama")
+    method = LongLoRA(model, tokenizer, LongLoRAConfig(lora_rank=2, lora_alpha=4, checkpoint=str(tmp_path / "ckpt"),
+                                                       trainable_params="norm"))  # fmt: skip
+    assert method.backbone.embed(torch.tensor([[1, 2]])).equal(model.model.embed_tokens(torch.tensor([[1, 2]])))
+    with pytest.raises(Exception, match="lacks embed_tokens"):
+        LongLoRA(model, tokenizer, LongLoRAConfig(lora_rank=2, lora_alpha=4, checkpoint=str(tmp_path / "ckpt")))
+
+
 def test_training_loss_with_full_attention_is_the_scored_negative_log_likelihood(tiny_llama):
     model, tokenizer = tiny_llama
     method = LongLoRA(model, tokenizer, LongLoRAConfig(lora_rank=2, lora_alpha=4, chunk_size=32))
@@ -154,7 +171,9 @@ def _train(root, *extra) -> int:
 def test_training_writes_the_rope_factor_into_the_checkpoint_and_evaluation_takes_it(tmp_path, capsys):
     assert _train(tmp_path, "--rope-factor", "2") == 0
     spec = json.loads((tmp_path / "ckpt" / "training.json").read_text())
-    assert spec["checkpoint_options"] == {"rope_factor": 2.0, "lora_rank": 2, "lora_alpha": 4}
+    assert spec["checkpoint_options"] == {
+        "rope_factor": 2.0, "lora_rank": 2, "lora_alpha": 4, "trainable_params": "embed,norm"
+    }  # fmt: skip
     assert (spec["lr"], spec["weight_decay"], spec["schedule"]) == (2e-5, 0.0, "constant")  # fine-tune.py's
     store = tmp_path / "s.sqlite"
     common = ["eval", "--model", "tiny-random-llama", "--method", "longlora", "--task", "perplexity",
