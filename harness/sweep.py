@@ -33,16 +33,18 @@ class TaskSpec(_Strict):
     """A task with its options, the lengths (in tokens) to run, and an optional per-task sample count.
 
     `lengths` may be left out for tasks that declare `default_lengths` (LongBench's truncation budget).
+    `methods` (labels) limits the task to some methods: 100K tokens only for the linear-cost ones.
     """
 
     name: str
     options: dict[str, Any] = {}
     lengths: list[PositiveInt] | None = Field(default=None, min_length=1)
     samples: PositiveInt | None = None
+    methods: list[str] | None = Field(default=None, min_length=1)
 
 
 class SweepSpec(_Strict):
-    """What `lch run` reads from YAML. Every method runs every task at every length."""
+    """What `lch run` reads from YAML. Every method runs every task at every length, unless the task names methods."""
 
     model: str = DEFAULT_MODEL
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -234,6 +236,9 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
         raise UserError(f"method labels must be unique, got {labels}")
     cells = []
     for task in spec.tasks:
+        unknown = sorted(set(task.methods or ()) - set(labels))
+        if unknown:
+            raise UserError(f"task '{task.name}': methods {unknown} are not in the sweep. Valid: {', '.join(labels)}")
         task_cls = TASKS.get(task.name)
         task_config = validate(task_cls.Config, task.options, f"task '{task.name}'")
         task_cls.check_config(task_config)
@@ -242,6 +247,8 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
             raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")
         for length in lengths:
             for label, name, config, checkpoints in methods:
+                if task.methods and label not in task.methods:
+                    continue
                 cells.append(
                     Cell(
                         label=label, method=name, method_config=config, task=task.name, task_config=task_config,

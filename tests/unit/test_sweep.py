@@ -36,6 +36,16 @@ def test_expansion_order_labels_and_identity(tmp_path):
     assert not {c.cell_id for c in other_seed} & {c.cell_id for c in cells}
 
 
+def test_a_task_naming_methods_runs_only_those_and_leaves_the_other_cells_as_they_were(tmp_path):
+    limited = GOOD.replace("depths: [0.5]}", "depths: [0.5]}, methods: [full, streaming(window=32)]")
+    cells = expand(load_sweep(write(tmp_path, limited)))
+    assert [(c.label, c.length) for c in cells] == [
+        ("full", 300), ("streaming(window=32)", 300), ("full", 400), ("streaming(window=32)", 400),
+    ]  # fmt: skip
+    every = {c.label + str(c.length): c.cell_id for c in expand(load_sweep(write(tmp_path, GOOD)))}
+    assert all(every[c.label + str(c.length)] == c.cell_id for c in cells)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -51,6 +61,8 @@ def test_expansion_order_labels_and_identity(tmp_path):
         ("methods: [{name: uio, options: {checkpoint: absent/ckpt}}]\ntasks: [{name: passkey, lengths: [10]}]",
          "method 'uio': checkpoint: UIO checkpoint 'absent/ckpt' does not exist"),
         ("- just a list", "must be a mapping"),
+        ("methods: [{name: full}]\ntasks: [{name: passkey, lengths: [10], methods: [streeming]}]",
+         r"task 'passkey': methods \['streeming'\] are not in the sweep. Valid: full"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_line(tmp_path, text, message):
