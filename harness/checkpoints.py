@@ -97,3 +97,27 @@ def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[st
                 )
         merged = {**fixed, **merged}
     return merged
+
+
+def training_budget(directory: str) -> dict[str, Any]:
+    """What a checkpoint was trained on, comparable across methods: data, documents' lengths, steps, tokens.
+
+    `tokens` counts every document of every step (length x steps x accumulation, per stage). Empty when
+    the folder has no readable `training.json`.
+    """
+    try:
+        spec = read_spec(directory) or {}
+    except UserError:
+        return {}
+    stages = spec.get("stages") or ([{"seq_len": spec["seq_len"], "steps": spec["steps"]}] if spec.get("steps") else [])
+    if not stages:
+        return {}
+    accumulation = spec.get("accumulation", 1)
+    return {
+        "data": spec.get("data"),
+        "stages": ",".join(f"{stage['seq_len']}:{stage['steps']}" for stage in stages),
+        "steps": sum(stage["steps"] for stage in stages),
+        "tokens": sum(stage["seq_len"] * stage["steps"] * accumulation for stage in stages),
+        "longest_document": max(stage["seq_len"] for stage in stages),
+        "seed": spec.get("seed"),
+    }

@@ -11,7 +11,7 @@ from typing import Any, Literal, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
 
-from harness.checkpoints import with_checkpoint_options
+from harness.checkpoints import training_budget, with_checkpoint_options
 from harness.errors import UserError
 from harness.models import DEFAULT_MODEL
 from harness.models import check_device as check_local_device
@@ -85,17 +85,19 @@ class Cell:
     dtype: str
     device: str
     checkpoints: dict[str, str] = field(default_factory=dict)  # checkpoint field -> `checkpoint_sha256`
+    budgets: dict[str, dict] = field(default_factory=dict)  # checkpoint field -> `training_budget`
 
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that determines the results, hashed into `cell_id`.
 
         The sample count is left out: asking for more samples extends a cell. A checkpoint directory
-        (a field in the config's `checkpoint_fields`) appears as `{"path": ..., "sha256": ...}`.
+        (a field in the config's `checkpoint_fields`) appears as `{"path": ..., "sha256": ..., "budget": ...}`,
+        the budget being what it was trained on (reports compare methods' budgets).
         """
         method_config = self.method_config.model_dump(mode="json")
         for name, sha256 in self.checkpoints.items():
-            method_config[name] = {"path": method_config[name], "sha256": sha256}
+            method_config[name] = {"path": method_config[name], "sha256": sha256, "budget": self.budgets.get(name, {})}
         return {
             "model": self.model, "dtype": self.dtype, "device": self.device,
             "method": self.method, "method_config": method_config,
@@ -106,14 +108,15 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        """Stable hash of `identity` without checkpoint paths.
+        """Stable hash of `identity` without checkpoint paths and budgets.
 
         A checkpoint counts by its contents: retrained into the same folder it makes new cells, moved or
         copied elsewhere it resumes the old ones (the path stays in `identity`, stored for provenance).
+        The budget is read from `training.json`, which the contents already cover.
         """
         identity = self.identity
         for name in self.checkpoints:
-            del identity["method_config"][name]["path"]
+            del identity["method_config"][name]["path"], identity["method_config"][name]["budget"]
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -230,7 +233,8 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
             for name in config.checkpoint_fields
             if getattr(config, name) is not None
         }
-        methods.append((label, method.name, config, checkpoints))
+        budgets = {name: training_budget(getattr(config, name)) for name in checkpoints}
+        methods.append((label, method.name, config, checkpoints, budgets))
     labels = [label for label, *_ in methods]
     if len(set(labels)) != len(labels):
         raise UserError(f"method labels must be unique, got {labels}")
@@ -246,7 +250,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
         if not lengths:
             raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")
         for length in lengths:
-            for label, name, config, checkpoints in methods:
+            for label, name, config, checkpoints, budgets in methods:
                 if task.methods and label not in task.methods:
                     continue
                 cells.append(
@@ -254,7 +258,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
                         label=label, method=name, method_config=config, task=task.name, task_config=task_config,
                         task_version=task_cls.version, headline=task_cls.headline, length=length,
                         samples=task.samples or spec.samples, seed=spec.seed, model=spec.model, dtype=spec.dtype,
-                        device=spec.device, checkpoints=checkpoints,
+                        device=spec.device, checkpoints=checkpoints, budgets=budgets,
                     )
                 )  # fmt: skip
     return cells

@@ -101,6 +101,24 @@ def test_checkpoint_contents_not_path_decide_the_cell(tmp_path):
     assert moved.identity["method_config"]["checkpoint"]["path"] == str(tmp_path / "moved")  # kept for provenance
 
 
+def test_a_checkpoint_cell_records_its_training_budget_outside_the_cell_id(tmp_path):
+    import dataclasses
+    import json
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "encoder_adapter.safetensors").write_bytes(b"weights")
+    stages = [{"seq_len": 4096, "steps": 40}, {"seq_len": 16384, "steps": 16}]
+    spec = {"method": "uio", "data": "books", "stages": stages, "accumulation": 2, "seed": 0}
+    (folder / "training.json").write_text(json.dumps(spec))
+    cell = uio_cell(tmp_path, folder)
+    budget = cell.identity["method_config"]["checkpoint"]["budget"]
+    tokens = 2 * (40 * 4096 + 16 * 16384)
+    assert budget == {"data": "books", "stages": "4096:40,16384:16", "steps": 56, "tokens": tokens,
+                      "longest_document": 16384, "seed": 0}  # fmt: skip
+    assert dataclasses.replace(cell, budgets={}).cell_id == cell.cell_id  # stores from before budgets resume
+
+
 def test_a_repeated_method_without_options_keeps_its_name(tmp_path):
     """`full` beside `full` with YaRN: the plain one stays `full`, the default baseline of reports."""
     text = (
