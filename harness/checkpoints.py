@@ -16,6 +16,7 @@ from typing import Any
 from harness.errors import UserError
 
 SPEC_FILE = "training.json"
+LOG_FILE = "train_log.jsonl"  # one row per step, written with the weights
 TRAINED_KEY = "trained"  # in training.json, beside the spec: what the weights have seen so far
 RESOLVED_KEY = "checkpoint_options"  # in training.json: the values of Config.checkpoint_options trained with
 
@@ -102,8 +103,9 @@ def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[st
 def training_budget(directory: str) -> dict[str, Any]:
     """What a checkpoint was trained on, comparable across methods: data, documents' lengths, steps, tokens.
 
-    `tokens` counts every document of every step (length x steps x accumulation, per stage). Empty when
-    the folder has no readable `training.json`.
+    `stages` is the plan (`training.json`); `steps`, `tokens` (every document of every step) and
+    `longest_document` count what the weights saw: the loss log's rows, written with the weights, so a
+    run stopped early counts its steps, not its plan. Empty without a readable `training.json`.
     """
     try:
         spec = read_spec(directory) or {}
@@ -112,12 +114,22 @@ def training_budget(directory: str) -> dict[str, Any]:
     stages = spec.get("stages") or ([{"seq_len": spec["seq_len"], "steps": spec["steps"]}] if spec.get("steps") else [])
     if not stages:
         return {}
-    accumulation = spec.get("accumulation", 1)
+    lengths = _logged_lengths(Path(directory) / LOG_FILE) or [
+        stage["seq_len"] for stage in stages for _ in range(stage["steps"])
+    ]
     return {
         "data": spec.get("data"),
         "stages": ",".join(f"{stage['seq_len']}:{stage['steps']}" for stage in stages),
-        "steps": sum(stage["steps"] for stage in stages),
-        "tokens": sum(stage["seq_len"] * stage["steps"] * accumulation for stage in stages),
-        "longest_document": max(stage["seq_len"] for stage in stages),
+        "steps": len(lengths),
+        "tokens": sum(lengths) * spec.get("accumulation", 1),
+        "longest_document": max(lengths),
         "seed": spec.get("seed"),
     }
+
+
+def _logged_lengths(path: Path) -> list[int]:
+    """The document length of every step in a loss log; empty when there is none or it is unreadable."""
+    try:
+        return [json.loads(line)["seq_len"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return []

@@ -39,13 +39,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from harness.checkpoints import RESOLVED_KEY, SPEC_FILE, TRAINED_KEY
+from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SPEC_FILE, TRAINED_KEY
 from harness.errors import UserError
 from harness.models import load_model
 from harness.training_data import Documents, load_texts, tokenize
 
 STATE_FILE = "trainer_state.pt"
-LOG_FILE = "train_log.jsonl"
 
 
 class Stage(BaseModel):

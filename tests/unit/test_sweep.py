@@ -117,6 +117,10 @@ def test_a_checkpoint_cell_records_its_training_budget_outside_the_cell_id(tmp_p
     assert budget == {"data": "books", "stages": "4096:40,16384:16", "steps": 56, "tokens": tokens,
                       "longest_document": 16384, "seed": 0}  # fmt: skip
     assert dataclasses.replace(cell, budgets={}).cell_id == cell.cell_id  # stores from before budgets resume
+    rows = [{"step": i + 1, "seq_len": 4096 if i < 40 else 16384} for i in range(44)]  # stopped after step 44
+    (folder / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    budget = uio_cell(tmp_path, folder).identity["method_config"]["checkpoint"]["budget"]
+    assert (budget["steps"], budget["tokens"]) == (44, 2 * (40 * 4096 + 4 * 16384))
 
 
 def test_a_repeated_method_without_options_keeps_its_name(tmp_path):
