@@ -87,11 +87,14 @@ class MemoryDecoderAttention:
     tokens. Memory keys are rotated once per segment (re-rotated only when `keep_recent` evicts).
     """
 
-    def __init__(self, backbone: Backbone, memory_tokens: int):
+    def __init__(self, backbone: Backbone, memory_tokens: int, evicts: bool = False):
         self.backbone = backbone
         self.memory_tokens = memory_tokens
         layers = len(backbone.layers)
-        self.segments: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per segment, per layer (k pre-RoPE, v)
+        self.kept = 0  # segments whose memory is held
+        # Eviction renumbers the kept memories from position 0, so it needs their keys before RoPE: held only
+        # then (`over_context=keep_recent`), and counted in `nbytes`.
+        self.unrotated: list[list[torch.Tensor]] | None = [] if evicts else None  # per segment, per layer
         self.memory_k: list[torch.Tensor | None] = [None] * layers
         self.memory_v: list[torch.Tensor | None] = [None] * layers
         self.raw = [KVBuffer() for _ in range(layers)]
@@ -99,7 +102,7 @@ class MemoryDecoderAttention:
     @property
     def memory_length(self) -> int:
         """Memory slots held (positions taken by memory)."""
-        return len(self.segments) * self.memory_tokens
+        return self.kept * self.memory_tokens
 
     @property
     def raw_length(self) -> int:
@@ -107,15 +110,22 @@ class MemoryDecoderAttention:
         return self.raw[0].length
 
     def add_segment(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Append a compressed segment's memory K/V and drop the raw K/V it replaces."""
-        start = self.memory_length
-        self.segments.append(kv)
-        cos, sin = self.backbone.rope(torch.arange(start, start + self.memory_tokens, device=self.backbone.device))
-        for layer, (k, v) in enumerate(kv):
-            k = rotate(k, cos, sin)
-            self.memory_k[layer] = k if self.memory_k[layer] is None else torch.cat([self.memory_k[layer], k], dim=2)
+        """Append a compressed segment's memory K/V (K before RoPE) and drop the raw K/V it replaces."""
+        if self.unrotated is not None:
+            self.unrotated.append([k for k, _ in kv])
+        self._append_keys([k for k, _ in kv])
+        for layer, (_, v) in enumerate(kv):
             self.memory_v[layer] = v if self.memory_v[layer] is None else torch.cat([self.memory_v[layer], v], dim=2)
         self.drop_raw()
+
+    def _append_keys(self, keys: list[torch.Tensor]) -> None:
+        """Rotate one segment's memory keys (per layer) at the next memory positions and append them."""
+        start = self.memory_length
+        cos, sin = self.backbone.rope(torch.arange(start, start + self.memory_tokens, device=self.backbone.device))
+        for layer, k in enumerate(keys):
+            k = rotate(k, cos, sin)
+            self.memory_k[layer] = k if self.memory_k[layer] is None else torch.cat([self.memory_k[layer], k], dim=2)
+        self.kept += 1
 
     def drop_raw(self) -> None:
         """Forget the open segment's raw K/V (its memory, if any, is already added)."""
@@ -128,12 +138,15 @@ class MemoryDecoderAttention:
         from layer 1 on its K/V carry what the tokens read from the evicted memory. The caller decodes
         the open segment again (`UIO._make_room`).
         """
-        kept = self.segments[1:]
-        self.segments = []
+        if self.unrotated is None:
+            raise RuntimeError("drop_oldest needs MemoryDecoderAttention(evicts=True)")
+        kept = self.unrotated = self.unrotated[1:]
+        m = self.memory_tokens
+        self.memory_v = [None if v is None or v.shape[2] == m else v[:, :, m:] for v in self.memory_v]
         self.memory_k = [None] * len(self.memory_k)
-        self.memory_v = [None] * len(self.memory_v)
-        for kv in kept:
-            self.add_segment(kv)
+        self.kept = 0
+        for keys in kept:
+            self._append_keys(keys)
         self.drop_raw()
 
     def attend(self, layer, q, k, v, positions):
@@ -148,6 +161,7 @@ class MemoryDecoderAttention:
         return decoder_attention(rotate(q, cos, sin), keys, values, self.backbone.scale)
 
     def nbytes(self) -> int:
-        """Bytes of memory K/V and raw K/V held."""
-        memory = sum(t.numel() * t.element_size() for t in self.memory_k + self.memory_v if t is not None)
+        """Bytes of memory K/V, raw K/V and (when evicting) the memory keys before RoPE held."""
+        unrotated = [k for keys in self.unrotated or () for k in keys]
+        memory = sum(t.numel() * t.element_size() for t in self.memory_k + self.memory_v + unrotated if t is not None)
         return memory + sum(buffer.nbytes() for buffer in self.raw)

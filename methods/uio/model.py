@@ -51,7 +51,8 @@ class UIO(LongContextModel):
 
     def reset(self) -> None:
         """Forget memories, the open segment and positions."""
-        self.attention = MemoryDecoderAttention(self.backbone, self.config.memory_tokens)
+        evicts = self.config.over_context == "keep_recent"
+        self.attention = MemoryDecoderAttention(self.backbone, self.config.memory_tokens, evicts)
         self.open: list[int] = []  # ids of the open (not yet compressed) segment
         self.compressed = 0  # tokens compressed so far
         self.next_logits: torch.Tensor | None = None
@@ -174,7 +175,7 @@ class UIO(LongContextModel):
                 raise InputTooLong(f"{total} tokens > max_context {self.max_context} of uio (window {self.window})")
             return
         attention, dropped = self.attention, False
-        while attention.segments and attention.memory_length + len(self.open) + tokens > self.window:
+        while attention.kept and attention.memory_length + len(self.open) + tokens > self.window:
             attention.drop_oldest()
             dropped = True
         if dropped and self.open:

@@ -223,6 +223,33 @@ def test_state_is_memory_plus_open_segment(tiny_llama_gqa):
     assert method.state_bytes() == 5 * 4 * per_token
 
 
+def held_bytes(obj, seen=None) -> int:
+    """Bytes of every distinct tensor storage reachable from `obj`'s attributes, lists, tuples and dicts."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
+    if isinstance(obj, list | tuple):
+        return sum(held_bytes(item, seen) for item in obj)
+    if isinstance(obj, dict):
+        return sum(held_bytes(item, seen) for item in obj.values())
+    if hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module | type):
+        return sum(held_bytes(item, seen) for item in vars(obj).values())
+    return 0
+
+
+@pytest.mark.parametrize("over_context", ["error", "keep_recent"])
+def test_state_bytes_count_every_tensor_the_decoder_attention_holds(tiny_llama_gqa, over_context):
+    method = build(tiny_llama_gqa, window=64, over_context=over_context)
+    method.prefill(ids_of(16 * 5))  # keep_recent: past the window, so it has evicted
+    attention = method.attention
+    attention.raw = [type(buffer)() for buffer in attention.raw]  # KVBuffer's spare capacity is counted apart
+    assert held_bytes(attention) == method.state_bytes()
+
+
 def test_context_limit_paper_arithmetic_and_policies(tiny_llama_gqa):
     assert UIOConfig().max_context(4096) == 99_328  # 96 segments x 1024 + one raw segment
     assert UIOConfig(memory_tokens=128).max_context(4096) == 25_600
