@@ -2,7 +2,8 @@
 
 Matplotlib's log axes label every minor tick in scientific notation (`6×10^2`), which overlaps and
 reads like a script's plot. Here a log axis gets a handful of major ticks at "nice" values of its
-unit (the measured lengths, powers of two for bytes, 1-2-5 steps for seconds) and no minor labels.
+unit (the measured lengths, powers of two for bytes, 1-2-5 steps for seconds and percentages) and no
+minor labels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ MAX_TICKS = 6
 SLACK = 1.5  # how far past the data (as a factor) a tick may sit
 
 # Unit of a stored metric -> (factor to the axis's base unit, tick family of the base unit).
-UNITS = {"s": (1.0, "seconds"), "ms": (1e-3, "seconds"), "bytes": (1.0, "bytes"), "FLOP": (1.0, "flops")}
+UNITS = {
+    "s": (1.0, "seconds"),
+    "ms": (1e-3, "seconds"),
+    "bytes": (1.0, "bytes"),
+    "FLOP": (1.0, "flops"),
+    "%": (1.0, "percent"),
+}
 
 
 def tokens(n: float) -> str:
@@ -55,7 +62,12 @@ def flops(x: float) -> str:
     return f"{x:.3g} FLOP"
 
 
-LABELS = {"seconds": seconds, "bytes": human_bytes, "flops": flops}
+def percent(x: float) -> str:
+    """`0.5%`, `12.5%`, `100%`."""
+    return f"{x:.3g}%"
+
+
+LABELS = {"seconds": seconds, "bytes": human_bytes, "flops": flops, "percent": percent}
 
 
 def _candidates(family: str, low: float, high: float) -> list[list[float]]:

@@ -22,6 +22,10 @@ from reports.cost import METRICS, medians
 
 MAX_LENGTH_PANELS = 3
 BEYOND_LABEL = "hollow: input past the trained window"
+# The matched-memory panels' axes width and an x-small character's width, in points (approximate: the
+# layout is only known at draw time), to tell when a method's label reaches the next point.
+LABEL_PANEL_PT = 240.0
+LABEL_CHAR_PT = 4.3
 TRADEOFF_COSTS = {"memory": ("peak_mem_bytes", "pareto_mem", "bytes", "peak memory"),
                   "prefill": ("prefill_s", "pareto_prefill", "s", "prefill time")}  # fmt: skip
 
@@ -222,6 +226,58 @@ def tradeoff(frame: pd.DataFrame, colours: dict, cost: str) -> Figure:
     return fig
 
 
+def _label_offsets(percent: np.ndarray, value: np.ndarray, labels: list[str], xlim: tuple[float, float]) -> list[float]:
+    """Vertical offsets (points) of labels drawn right of their points: above, else the nearest free line around.
+
+    Methods of equal state and score (full attention and a window longer than the input) share a point,
+    and a long label reaches the next point on a log axis; either way two labels would print over each
+    other. `percent` must be ascending, `xlim` the axis limits already set.
+    """
+    per_decade = LABEL_PANEL_PT / np.log10(xlim[1] / xlim[0])
+    x, span = np.log10(percent), float(np.ptp(value)) or 1.0
+    reach = np.array([(4 + LABEL_CHAR_PT * len(label)) / per_decade for label in labels])  # in decades
+    slots: list[int] = []  # 0, 2, 4, ...: lines above the point; 1, 3, 5, ...: lines below it
+    for i in range(len(x)):
+        taken = {slots[j] for j in range(i) if x[i] - x[j] < reach[j] and abs(value[j] - value[i]) < 0.05 * span}
+        slots.append(min(set(range(len(taken) + 1)) - taken))
+    return [4.0 + 9.0 * (slot // 2) if slot % 2 == 0 else -13.0 - 9.0 * (slot // 2) for slot in slots]
+
+
+def matched_memory(frame: pd.DataFrame, colours: dict) -> Figure:
+    """Score vs state as % of full attention's KV (log x) for one task, one panel per length; front as a step line.
+
+    Points are labelled with their method, since the x positions (a share of one yardstick) group
+    methods of similar state close together, where a colour legend alone is hard to match.
+    """
+    lengths = sorted(frame["length"].unique())
+    fig, panels = _figure(len(lengths), width=4.2, height=3.6, columns=3, sharey=True)
+    for ax, length in zip(panels, lengths, strict=True):
+        cells = frame[frame["length"] == length].assign(percent=lambda f: 100.0 * f["fraction"])
+        cells = cells.sort_values(["percent", "method"])
+        axes.log_axis(ax, pd.concat([cells["percent"], pd.Series([100.0])]), "%", axis="x", max_ticks=5)
+        low, high = ax.get_xlim()
+        ax.set_xlim(low, high * (high / low) ** 0.12)  # room for the labels of the rightmost and topmost points
+        ax.margins(y=0.12)
+        rises = _label_offsets(cells["percent"].to_numpy(), cells["value"].to_numpy(), list(cells["method"]),
+                               ax.get_xlim())  # fmt: skip
+        for (_, row), rise in zip(cells.iterrows(), rises, strict=True):
+            _points(ax, [row["percent"]], [row["value"]], colours[row["method"]], [row["beyond_window"]], size=40)
+            ax.annotate(row["method"], (row["percent"], row["value"]), xytext=(4, rise), textcoords="offset points",
+                        fontsize="x-small", color=colours[row["method"]])  # fmt: skip
+        front = cells[cells["pareto"]].sort_values("percent")
+        ax.step(front["percent"], front["value"], where="post", color="black", linewidth=1, alpha=0.6)
+        ax.axvline(100.0, color="0.6", linestyle=":", linewidth=1)  # full attention's own cache
+        ax.set(title=f"length {axes.tokens(length)}", xlabel="state, % of full attention's KV")
+    direction = "higher" if bool(frame["higher_is_better"].iloc[0]) else "lower"
+    panels[0].set_ylabel(f"{frame['metric'].iloc[0]} ({direction} is better)")
+    handles = [Line2D([], [], color="black", alpha=0.6, label="Pareto front at that length"),
+               Line2D([], [], color="0.6", linestyle=":", label="full attention's KV (100%)")]  # fmt: skip
+    if frame["beyond_window"].any():
+        handles.append(_beyond_handle())
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    return fig
+
+
 def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dict[str, tuple[Figure, str]]:
     """Every figure the tables support: name -> (figure, caption)."""
     colours = palette(tables["summary"]["method"], baseline)
@@ -254,6 +310,15 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
             caption = (f"{task}: score vs median {label} per cell, one panel per input length; ringed and joined: "
                        "the Pareto front within that length." + beyond)  # fmt: skip
             out[f"tradeoff_{_stem(task)}_{cost}"] = (tradeoff(frame, colours, cost), caption)
+    memory = tables.get("memory", pd.DataFrame(columns=["task", "method", "fraction"]))
+    for task, frame in memory[memory["fraction"] > 0].groupby("task"):
+        caption = (f"{task}: score vs state after a sample as % of full attention's KV cache at the same length "
+                   "(log x), one panel per input length; black step: the Pareto front within that length."
+                   + beyond)  # fmt: skip
+        stateless = sorted(set(memory.loc[(memory["task"] == task) & (memory["fraction"] == 0), "method"]))
+        if stateless:  # no place on a log axis; the table lists them
+            caption += f" Not drawn, holding no state after a sample: {', '.join(stateless)}."
+        out[f"memory_{_stem(task)}"] = (matched_memory(frame, colours), caption)
     return out
 
 

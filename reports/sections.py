@@ -283,8 +283,53 @@ def tradeoff_section(tables: dict, figures: dict) -> Section:
     return section
 
 
+def memory_section(tables: dict, figures: dict) -> Section:
+    """Section 7: score vs state as a share of full attention's KV at the same length, Pareto front per length."""
+    section = Section("Matched memory")
+    if "memory" not in tables:
+        section.text("No matched-memory view: no scored sample in this store recorded its state bytes.")
+        return section
+    frame = tables["memory"]
+    section.text(
+        "State: median bytes a method holds on the device after a sample (KV cache, memories; blocks offloaded to "
+        "host memory, as InfLLM's, not counted), as a percentage of full attention's KV cache at the same model and "
+        "length: measured from this store's `full` samples at that task, model and length, else computed as "
+        "2 × layers × KV heads × head dim × length × bytes per element from the model's config. Pareto: no other "
+        "method at that task and length holds no more state with a score at least as good, one of the two strictly; "
+        "scores at or below the task's chance level are never on it."
+    )
+    for name in sorted(n for n in figures if n.startswith("memory_")):
+        section.figure(name, figures[name])
+    known = frame[frame["full_kv_bytes"].notna()]
+    for (task, length), group in known.groupby(["task", "length"]):
+        direction = "higher" if group["higher_is_better"].iloc[0] else "lower"
+        shown = pd.DataFrame(
+            {
+                "method": group["method"],
+                f"{group['metric'].iloc[0]} ({direction} is better)": [
+                    mark(fmt(v), b) for v, b in zip(group["value"], group["beyond_window"], strict=True)
+                ],
+                "state": group["state_bytes"].map(lambda v: human(v, "bytes")),
+                "% of full KV": group["fraction"].map(lambda f: f"{fmt(100.0 * f)}%"),
+                "Pareto": group["pareto"].map(fmt),
+            }
+        )  # fmt: skip
+        references = group.drop_duplicates(["full_kv_bytes", "reference"])
+        full = ", ".join(f"{human(b, 'bytes')} ({r})" for b, r in
+                         zip(references["full_kv_bytes"], references["reference"], strict=True))  # fmt: skip
+        section.table(shown, f"{task} at {length:,} tokens; full attention's KV: {full}")
+    section.footnote(known["beyond_window"])
+    missing = frame[frame["full_kv_bytes"].isna()].drop_duplicates(["task", "length", "model"])
+    if len(missing):
+        where = ", ".join(f"{t} at {n:,} tokens ({m})" for t, n, m in
+                          zip(missing["task"], missing["length"], missing["model"], strict=True))  # fmt: skip
+        section.text(f"No full-attention reference for {where}: no `full` samples at that task, model and length, "
+                     "and the model's config.json (layers, KV heads, head dim) is not on this machine.")  # fmt: skip
+    return section
+
+
 def paired_section(tables: dict, baseline: str) -> Section:
-    """Section 7: method minus baseline on the same instances."""
+    """Section 8: method minus baseline on the same instances."""
     section = Section(f"Paired comparison against {baseline}")
     if "paired" not in tables:
         labels = ", ".join(sorted(tables["summary"]["method"].unique()))
@@ -341,7 +386,7 @@ def _clip(text) -> str:
 
 
 def provenance_section(tables: dict) -> Section:
-    """Section 8: runs, packages, method configs with their documented deviations, task configs."""
+    """Section 9: runs, packages, method configs with their documented deviations, task configs."""
     section = Section("Provenance")
     section.table(tables["runs"].fillna("–"), "Runs (dates UTC, command, lch commit, device, load averages at start)")
     models = tables["methods"][["method", "model", "dtype"]]
@@ -375,6 +420,7 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
         out.append(cost_section(tables, figures))
     if "tradeoff" in tables:
         out.append(tradeoff_section(tables, figures))
+    out.append(memory_section(tables, figures))
     if tables["summary"]["method"].nunique() > 1:
         out.append(paired_section(tables, baseline))
     examples = examples_section(tables["samples"])

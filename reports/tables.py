@@ -21,6 +21,7 @@ import pandas as pd
 from harness.errors import UserError
 from reports import stats
 from reports.cost import cost_samples, scaling
+from reports.memory import matched_memory
 from reports.tasks import longbench, passkey_depth, perplexity, position_nll
 
 # A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
@@ -280,6 +281,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
     )
     tables["scaling"] = scaling(tables["cost"])
     tables["tradeoff"] = tradeoff(tables["summary"], samples)
+    tables["memory"] = matched_memory(cells, samples, tables["summary"], chance)
     tables["paired"] = paired(samples, baseline, seed)
     tables.update(provenance(cells, runs))
     always = {"cells", "samples", "runs", "summary", "packages", "methods", "tasks"}
