@@ -391,6 +391,10 @@ def provenance_section(tables: dict) -> Section:
     section.table(tables["runs"].fillna("–"), "Runs (dates UTC, command, lch commit, device, load averages at start)")
     models = tables["methods"][["method", "model", "dtype"]]
     section.table(models, "Base model per method")
+    if len(tables.get("training", ())):
+        section.table(tables["training"].fillna("–"),
+                      "Training budget per trained method (its checkpoint: what the weights saw, tokens summed "
+                      "over every step's documents)")  # fmt: skip
     packages = tables["packages"]
     if len(packages):
         note = f" ({packages.attrs['note']})" if "note" in packages.attrs else ""

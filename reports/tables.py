@@ -219,6 +219,9 @@ def paired(samples: pd.DataFrame, baseline: str, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+BUDGET_COLUMNS = ("data", "stages", "steps", "tokens", "longest_document", "seed")
+
+
 def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Collect runs (dates, command, commit, device), package versions, method configs and task configs.
 
@@ -252,7 +255,24 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
     configs = cells.assign(config=cells["task_config"].map(lambda c: json.dumps(c, sort_keys=True)))
     tasks = configs.drop_duplicates(["task", "task_version", "config"])[["task", "task_version", "headline", "config"]]
     tasks = tasks.assign(higher_is_better=tasks["task"].map(higher_is_better)).reset_index(drop=True)
-    return {"runs": run_table, "packages": packages, "methods": pd.DataFrame(methods), "tasks": tasks}
+    return {"runs": run_table, "packages": packages, "methods": pd.DataFrame(methods), "tasks": tasks,
+            "training": training_budgets(cells)}  # fmt: skip
+
+
+def training_budgets(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained method (label): its checkpoint's hash and what it was trained on (`training_budget`).
+
+    Methods compared on one budget should show the same data, tokens and longest document; a store from
+    before cells recorded budgets has the hash only.
+    """
+    rows = []
+    for label, group in cells.groupby("label"):
+        for value in group.iloc[0]["method_config"].values():
+            if isinstance(value, dict) and "sha256" in value:
+                budget = value.get("budget") or {}
+                rows.append({"method": label, "checkpoint": value.get("path"), "sha256": value["sha256"][:12],
+                             **{key: budget.get(key) for key in BUDGET_COLUMNS}})  # fmt: skip
+    return pd.DataFrame(rows, columns=["method", "checkpoint", "sha256", *BUDGET_COLUMNS])
 
 
 def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict[str, pd.DataFrame]:

@@ -179,3 +179,18 @@ def test_cli_user_errors(tmp_path, capsys):
     assert "no cells" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "junk.sqlite").write_text("not a database")
     assert main(["report", str(tmp_path / "junk.sqlite"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_provenance_states_each_trained_methods_budget(store, tmp_path):
+    budget = {"data": "books", "stages": "4096:16,16384:6", "steps": 22, "tokens": 163840, "longest_document": 16384,
+              "seed": 0}  # fmt: skip
+    label = "streaming"
+    config = json.loads(_sql(store, "SELECT method_config FROM cells WHERE label = ?", label)[0][0])
+    config = {**config, "checkpoint": {"path": "checkpoints/x", "sha256": "ab" * 32, "budget": budget}}
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE cells SET method_config = ? WHERE label = ?", (json.dumps(config), label))
+    (row,) = build(store)["training"].to_dict("records")
+    assert row == {"method": label, "checkpoint": "checkpoints/x", "sha256": "ab" * 6, **budget}
+    write_report(store, tmp_path / "r")
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "Training budget per trained method" in markdown and "| 163840 |" in markdown
