@@ -213,8 +213,12 @@ class RMT(LongContextModel):
 
     @property
     def untrained(self) -> bool:
-        """Without a checkpoint the memory is its initial draw and LoRA is at zero (the copies are the base's)."""
-        return self.config.checkpoint is None
+        """Without a checkpoint the memory is its initial draw and LoRA is at zero (the copies are the base's).
+
+        Without memory and checkpoint it is the base model over disjoint segments: the no-memory control,
+        as intended, not an untrained method.
+        """
+        return self.config.checkpoint is None and self.config.memory_tokens > 0
 
     def beyond_trained_memory(self, length: int) -> bool:
         """A `length`-token input has more segments (memory passes) than the checkpoint's training documents."""

@@ -172,6 +172,7 @@ def test_a_checkpoint_round_trip_evaluates_identically(trainable, tiny_llama, tm
     ids = _ids(30)
     assert torch.equal(method.score(ids), reloaded.score(ids))
     assert reloaded.untrained is False and RMT(*tiny_llama, RMTConfig(**SMALL)).untrained
+    assert not RMT(*tiny_llama, RMTConfig(**{**SMALL, "memory_tokens": 0})).untrained  # the no-memory control
     with pytest.raises(UserError, match="memory is \\(2, 64\\), expected \\(3, 64\\)"):
         RMT(*tiny_llama, RMTConfig(**{**SMALL, "memory_tokens": 3}, trainable=trainable, checkpoint=str(tmp_path)))
 
