@@ -142,7 +142,8 @@ class MemoryDecoderAttention:
             raise RuntimeError("drop_oldest needs MemoryDecoderAttention(evicts=True)")
         kept = self.unrotated = self.unrotated[1:]
         m = self.memory_tokens
-        self.memory_v = [None if v is None or v.shape[2] == m else v[:, :, m:] for v in self.memory_v]
+        # a copy: a view would keep the evicted values alive, uncounted
+        self.memory_v = [None if v is None or v.shape[2] == m else v[:, :, m:].clone() for v in self.memory_v]
         self.memory_k = [None] * len(self.memory_k)
         self.kept = 0
         for keys in kept:

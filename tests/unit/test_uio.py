@@ -244,8 +244,10 @@ def held_bytes(obj, seen=None) -> int:
 @pytest.mark.parametrize("over_context", ["error", "keep_recent"])
 def test_state_bytes_count_every_tensor_the_decoder_attention_holds(tiny_llama_gqa, over_context):
     method = build(tiny_llama_gqa, window=64, over_context=over_context)
-    method.prefill(ids_of(16 * 5))  # keep_recent: past the window, so it has evicted
+    length = 237 if over_context == "keep_recent" else 16 * 5  # keep_recent: past the window, with an open segment
+    method.prefill(ids_of(length))
     attention = method.attention
+    assert (method.compressed > attention.kept * 16) == (over_context == "keep_recent")  # it has evicted
     attention.raw = [type(buffer)() for buffer in attention.raw]  # KVBuffer's spare capacity is counted apart
     assert held_bytes(attention) == method.state_bytes()
 
