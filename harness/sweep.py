@@ -96,6 +96,10 @@ class Cell:
         the budget being what it was trained on (reports compare methods' budgets).
         """
         method_config = self.method_config.model_dump(mode="json")
+        config_cls = type(self.method_config)
+        for name in getattr(config_cls, "later_options", ()):
+            if method_config.get(name) == config_cls.model_fields[name].default:
+                del method_config[name]
         for name, sha256 in self.checkpoints.items():
             method_config[name] = {"path": method_config[name], "sha256": sha256, "budget": self.budgets.get(name, {})}
         return {

@@ -22,12 +22,15 @@ class MethodConfig(BaseModel):
     that directory's contents, so retraining into the same folder makes new cells (`harness.sweep`).
     `checkpoint_options` names the options a checkpoint fixes (shapes, scales, the RoPE factor a decoder
     was trained with): evaluation takes them from the checkpoint's `training.json` and refuses a
-    contradicting one (`harness.checkpoints`).
+    contradicting one (`harness.checkpoints`). `later_options` names options added after stores were
+    written whose default computes what the method did before: at their default they stay out of a
+    cell's identity, so those stores resume.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     checkpoint_fields: ClassVar[tuple[str, ...]] = ()
     checkpoint_options: ClassVar[tuple[str, ...]] = ()
+    later_options: ClassVar[tuple[str, ...]] = ()
 
 
 class InputTooLong(Exception):

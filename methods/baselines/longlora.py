@@ -58,11 +58,18 @@ class LongLoRAConfig(MethodConfig):
     trainable_params: Literal["embed,norm", "norm"] = "embed,norm"
     checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
     checkpoint_options: ClassVar[tuple[str, ...]] = ("rope_factor", "lora_rank", "lora_alpha", "trainable_params")
+    later_options: ClassVar[tuple[str, ...]] = ("trainable_params",)
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, checkpoint: str | None) -> str | None:
         return checked_directory(checkpoint, "LongLoRA")
+
+    @field_validator("trainable_params", mode="before")
+    @classmethod
+    def _joined(cls, value):
+        """`--method-opt trainable_params=embed,norm` arrives as a list (the CLI's a,b): the flag's own spelling."""
+        return ",".join(map(str, value)) if isinstance(value, list | tuple) else value
 
 
 class LongLoRATrainConfig(BaseModel):

@@ -248,3 +248,15 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(tiny_llama):
     (plain_loss, plain), (recomputed_loss, recomputed) = grads
     assert plain_loss == recomputed_loss
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, recomputed, strict=True))
+
+
+def test_trainable_params_takes_the_flags_spelling_and_stays_out_of_old_cells_identity(tmp_path):
+    from harness.sweep import expand, load_sweep
+
+    assert LongLoRAConfig(trainable_params=["embed", "norm"]).trainable_params == "embed,norm"  # `--method-opt a,b`
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("model: tiny-random-llama\nmethods: [{name: longlora}, {name: longlora, label: n, options: "
+                     "{trainable_params: norm}}]\ntasks: [{name: passkey, lengths: [300]}]\n")  # fmt: skip
+    default, norm = (cell.identity["method_config"] for cell in expand(load_sweep(sweep)))
+    assert "trainable_params" not in default  # as before the option existed: those stores resume
+    assert norm["trainable_params"] == "norm"
