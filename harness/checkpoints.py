@@ -19,6 +19,7 @@ SPEC_FILE = "training.json"
 LOG_FILE = "train_log.jsonl"  # one row per step, written with the weights
 TRAINED_KEY = "trained"  # in training.json, beside the spec: what the weights have seen so far
 RESOLVED_KEY = "checkpoint_options"  # in training.json: the values of Config.checkpoint_options trained with
+SEEN_KEY = "seen"  # in training.json: the steps, documents and tokens the weights have trained on
 
 
 def checked_directory(checkpoint: str | None, what: str) -> str | None:
@@ -103,9 +104,10 @@ def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[st
 def training_budget(directory: str) -> dict[str, Any]:
     """What a checkpoint was trained on, comparable across methods: data, documents' lengths, steps, tokens.
 
-    `stages` is the plan (`training.json`); `steps`, `tokens` (every document of every step) and
-    `longest_document` count what the weights saw: the loss log's rows, written with the weights, so a
-    run stopped early counts its steps, not its plan. Empty without a readable `training.json`.
+    `stages` is the plan; `steps`, `tokens` (every document of every step, over all processes) and
+    `longest_document` count what the weights saw: `seen` in `training.json` (written with the weights,
+    hashed with them), else the loss log, else the plan (a folder from before either was written). A run
+    stopped early counts its steps, not its plan. Empty without a readable `training.json`.
     """
     try:
         spec = read_spec(directory) or {}
@@ -114,22 +116,25 @@ def training_budget(directory: str) -> dict[str, Any]:
     stages = spec.get("stages") or ([{"seq_len": spec["seq_len"], "steps": spec["steps"]}] if spec.get("steps") else [])
     if not stages:
         return {}
-    lengths = _logged_lengths(Path(directory) / LOG_FILE) or [
-        stage["seq_len"] for stage in stages for _ in range(stage["steps"])
+    per_step = spec.get("accumulation", 1)
+    rows = _logged_steps(Path(directory) / LOG_FILE) or [
+        {"seq_len": stage["seq_len"], "documents": per_step} for stage in stages for _ in range(stage["steps"])
     ]
+    seen = spec.get(SEEN_KEY) if isinstance(spec.get(SEEN_KEY), dict) else {}
     return {
         "data": spec.get("data"),
         "stages": ",".join(f"{stage['seq_len']}:{stage['steps']}" for stage in stages),
-        "steps": len(lengths),
-        "tokens": sum(lengths) * spec.get("accumulation", 1),
-        "longest_document": max(lengths),
+        "steps": seen.get("steps", len(rows)),
+        "tokens": seen.get("tokens", sum(row["seq_len"] * row.get("documents", per_step) for row in rows)),
+        "longest_document": max(row["seq_len"] for row in rows),
         "seed": spec.get("seed"),
     }
 
 
-def _logged_lengths(path: Path) -> list[int]:
-    """The document length of every step in a loss log; empty when there is none or it is unreadable."""
+def _logged_steps(path: Path) -> list[dict[str, Any]]:
+    """The rows of a loss log (one per step); empty when there is none or it is unreadable."""
     try:
-        return [json.loads(line)["seq_len"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return []
+    return rows if all(isinstance(row, dict) and isinstance(row.get("seq_len"), int) for row in rows) else []

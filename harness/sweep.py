@@ -116,7 +116,7 @@ class Cell:
 
         A checkpoint counts by its contents: retrained into the same folder it makes new cells, moved or
         copied elsewhere it resumes the old ones (the path stays in `identity`, stored for provenance).
-        The budget is read from `training.json`, which the contents already cover.
+        The budget is provenance, not identity: the contents (weights, `training.json`) decide the cell.
         """
         identity = self.identity
         for name in self.checkpoints:

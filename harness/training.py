@@ -39,7 +39,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SPEC_FILE, TRAINED_KEY
+from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRAINED_KEY
 from harness.errors import UserError
 from harness.models import load_model
 from harness.training_data import Documents, load_texts, tokenize
@@ -164,7 +164,8 @@ def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
     """Write the whole checkpoint beside `out`, then swap it in, so a kill leaves one complete checkpoint.
 
     `training.json` holds the spec and, under `trained`, what the method says its weights have seen so
-    far (`trained_extent` of the longest document trained on: UIO's most memories).
+    far (`trained_extent` of the longest document trained on: UIO's most memories), under `seen` the
+    steps, documents and tokens trained on.
     """
     out = Path(spec.out)
     staging, old = out.with_name(out.name + ".staging"), out.with_name(out.name + ".old")
@@ -174,7 +175,11 @@ def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
     longest = max(stage.seq_len for stage in spec.plan[: state["stage"] + 1])
     extent = getattr(method, "trained_extent", lambda seq_len: {"longest_document": seq_len})(longest)
     resolved = {key: getattr(method.config, key) for key in type(method.config).checkpoint_options}
-    written = {**spec.model_dump(mode="json"), TRAINED_KEY: extent, RESOLVED_KEY: resolved}
+    # rows logged before rows counted their documents ran on the same processes as this run
+    per_step = [row.get("documents", spec.accumulation * state.get("processes", 1)) for row in state["log"]]
+    seen = {"steps": state["step"], "documents": sum(per_step),
+            "tokens": sum(row["seq_len"] * n for row, n in zip(state["log"], per_step, strict=True))}  # fmt: skip
+    written = {**spec.model_dump(mode="json"), TRAINED_KEY: extent, RESOLVED_KEY: resolved, SEEN_KEY: seen}
     (staging / SPEC_FILE).write_text(json.dumps(written, indent=2))
     (staging / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in state["log"]))
     torch.save(state, staging / STATE_FILE)
@@ -209,7 +214,7 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
         raise UserError(f"--out '{out}' holds a '{before.get('method')}' checkpoint, not '{spec.method}'")
     if not resume:
         raise UserError(f"--out '{out}' holds a checkpoint: pass --resume to go on, or choose another --out")
-    written = {key: value for key, value in before.items() if key not in (TRAINED_KEY, RESOLVED_KEY)}
+    written = {key: value for key, value in before.items() if key not in (TRAINED_KEY, RESOLVED_KEY, SEEN_KEY)}
     stored = TrainSpec(**written).identity()
     changed = sorted(key for key, value in spec.identity().items() if stored.get(key) != value)
     if changed:
@@ -325,6 +330,7 @@ def train(
     if spec.report_to:
         accelerator.init_trackers("lch-train", config=_hyperparameters(spec))
     total, shown = spec.total_steps, progress and accelerator.is_main_process
+    per_step = spec.accumulation * process.num_processes  # documents in one optimizer step
     with tqdm(total=total, initial=state["step"], disable=not shown, unit="step", dynamic_ncols=True) as bar:
         while state["step"] < total:
             stage = spec.stage_at(state["step"])
@@ -347,8 +353,8 @@ def train(
             seconds = time.perf_counter() - start
             row = {
                 "step": state["step"], "stage": stage, "seq_len": seq_len, "loss": loss,
-                "grad_norm": norm, "lr": lr, "seconds": seconds,
-                "tokens_per_s": seq_len * spec.accumulation * process.num_processes / seconds,
+                "grad_norm": norm, "lr": lr, "seconds": seconds, "documents": per_step,
+                "tokens_per_s": seq_len * per_step / seconds,
             }  # fmt: skip
             state["log"].append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")

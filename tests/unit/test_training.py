@@ -205,8 +205,19 @@ def test_stages_share_one_schedule_log_their_length_and_resume_mid_stage(data, t
         train(staged(data, tmp_path / "cut"), progress=False, on_step=stop_after_five)
     resumed = train(staged(data, tmp_path / "cut"), resume=True, progress=False)
     assert [row["loss"] for row in resumed] == [row["loss"] for row in whole]
-    trained = json.loads((tmp_path / "cut" / "training.json").read_text())["trained"]
-    assert trained == {"longest_document": 64, "most_memories": 64 // 16 - 1}
+    written = json.loads((tmp_path / "cut" / "training.json").read_text())
+    assert written["trained"] == {"longest_document": 64, "most_memories": 64 // 16 - 1}
+    assert written["seen"] == {"steps": 6, "documents": 6, "tokens": 3 * 32 + 3 * 64}  # resumed: counted once
+
+
+def test_the_budget_counts_every_document_of_every_step(data, tmp_path):
+    from harness.checkpoints import training_budget
+
+    stages = [{"seq_len": 32, "steps": 2}, {"seq_len": 64, "steps": 3}]
+    train(staged(data, tmp_path / "a", stages=stages, accumulation=2), progress=False)
+    budget = training_budget(str(tmp_path / "a"))
+    assert (budget["steps"], budget["tokens"], budget["longest_document"]) == (5, 2 * (2 * 32 + 3 * 64), 64)
+    assert json.loads((tmp_path / "a" / "training.json").read_text())["seen"]["documents"] == 10
 
 
 def test_a_checkpoint_knows_the_memories_it_trained_with(data, tmp_path, tiny_llama):
