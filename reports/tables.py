@@ -262,17 +262,20 @@ def provenance(cells: pd.DataFrame, runs: pd.DataFrame) -> dict[str, pd.DataFram
 def training_budgets(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per trained method (label): its checkpoint's hash and what it was trained on (`training_budget`).
 
-    Methods compared on one budget should show the same data, tokens and longest document; a store from
-    before cells recorded budgets has the hash only.
+    Methods compared on one budget should show the same data, tokens and longest document; a label that
+    ran with two checkpoints (retrained into the same folder) has a row for each; a store from before
+    cells recorded budgets has the hash only.
     """
-    rows = []
-    for label, group in cells.groupby("label"):
-        for value in group.iloc[0]["method_config"].values():
-            if isinstance(value, dict) and "sha256" in value:
+    rows = {}
+    for label, config in zip(cells["label"], cells["method_config"], strict=True):
+        for value in config.values():
+            if isinstance(value, dict) and "sha256" in value:  # one row per checkpoint a label ran with
                 budget = value.get("budget") or {}
-                rows.append({"method": label, "checkpoint": value.get("path"), "sha256": value["sha256"][:12],
-                             **{key: budget.get(key) for key in BUDGET_COLUMNS}})  # fmt: skip
-    return pd.DataFrame(rows, columns=["method", "checkpoint", "sha256", *BUDGET_COLUMNS])
+                rows[(label, value["sha256"])] = {
+                    "method": label, "checkpoint": value.get("path"), "sha256": value["sha256"][:12],
+                    **{key: budget.get(key) for key in BUDGET_COLUMNS},
+                }  # fmt: skip
+    return pd.DataFrame(list(rows.values()), columns=["method", "checkpoint", "sha256", *BUDGET_COLUMNS])
 
 
 def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict[str, pd.DataFrame]:
