@@ -2,8 +2,8 @@
 
 A fresh clone must be able to evaluate a trained method without training: every folder is small
 (at most 10 MB), carries its `training.json` and loss log, appears in the README's table with the
-content hash `lch` keys its cells by and the command that made it, and (slow) scores a PG19 test
-excerpt better than the same method untrained.
+content hash `lch` keys its cells by, the command that made it and the tokens it trained on, and
+(slow) scores a PG19 test excerpt better than the same method untrained.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkpoints import LOG_FILE, SPEC_FILE, with_checkpoint_options
+from harness.checkpoints import LOG_FILE, SPEC_FILE, training_budget, with_checkpoint_options
 from harness.runner import run_sweep
 from harness.sweep import SweepSpec, checkpoint_sha256
 from methods.base import METHODS
@@ -45,8 +45,11 @@ def test_a_shipped_checkpoint_is_small_complete_and_hashed_as_the_readme_states(
     assert not (folder / "trainer_state.pt").exists()  # optimizer state is for resuming, not for evaluating
     row = _row(folder.name)
     assert f"`{checkpoint_sha256(str(folder))}`" in row
-    method = json.loads((folder / SPEC_FILE).read_text())["method"]
-    assert re.search(rf"`lch train {method} .*--out checkpoints/{folder.name}`", row)
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    plan = f"--stages {training_budget(str(folder))['stages']}" if spec.get("stages") else f"--steps {spec['steps']}"
+    assert re.search(rf"`lch train {spec['method']} [^`]*{plan}[^`]*`", row)  # the command that made it
+    budget = training_budget(str(folder))
+    assert f"{budget['tokens']:,} tokens" in row and f"up to {budget['longest_document'] // 1024}K" in row
 
 
 def _perplexities(folder: Path, tmp_path: Path) -> dict[str, float]:

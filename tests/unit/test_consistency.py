@@ -7,31 +7,42 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from harness.errors import UserError
 from harness.registry import Registry
 from harness.sweep import expand, load_sweep
 from methods.base import METHODS, MethodConfig
 from tasks.base import TASKS
 
-EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
-BENCHMARKS = sorted(Path(__file__).parents[2].joinpath("benchmarks").glob("*.yaml"))
+ROOT = Path(__file__).parents[2]
+EXAMPLES = sorted(ROOT.joinpath("examples").glob("*.yaml"))
+BENCHMARKS = sorted(ROOT.joinpath("benchmarks").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES + BENCHMARKS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_sweeps_validate(path):
-    """Every sweep file validates; one that evaluates a checkpoint its recipe has not made yet is skipped."""
-    try:
-        assert expand(load_sweep(path))
-    except UserError as error:
-        if "checkpoint" in str(error) and "does not exist" in str(error):
-            pytest.skip(f"needs a trained checkpoint: {error}")
-        raise
+def test_sweeps_validate(path, tmp_path, monkeypatch):
+    """Every sweep file validates, run from the repository root (its paths are relative to it).
+
+    A checkpoint its recipe has not made yet (`docs/comparison/train.sh`, a benchmark's training command)
+    is an empty folder here, which a method takes as it is, so everything else in the file is checked.
+    """
+    monkeypatch.chdir(ROOT)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for method in data["methods"]:
+        checkpoint = method.get("options", {}).get("checkpoint")
+        if checkpoint and not Path(checkpoint).is_dir():
+            stub = tmp_path / checkpoint.replace("/", "_")
+            stub.mkdir()
+            method["options"]["checkpoint"] = str(stub)
+    stubbed = tmp_path / path.name
+    stubbed.write_text(yaml.safe_dump(data))
+    assert expand(load_sweep(stubbed))
 
 
-def test_the_demo_runs_from_a_fresh_clone_on_the_embedded_model():
+def test_the_demo_runs_from_a_fresh_clone_on_the_embedded_model(monkeypatch):
     """The README's first command: quick.yaml needs nothing but what ships (its checkpoints included)."""
-    cells = expand(load_sweep(Path(__file__).parents[2] / "examples" / "quick.yaml"))
+    monkeypatch.chdir(ROOT)
+    cells = expand(load_sweep(ROOT / "examples" / "quick.yaml"))
     assert {cell.model for cell in cells} == {"smollm2-135m"}
     assert any(cell.checkpoints for cell in cells)  # it shows trained methods
 
