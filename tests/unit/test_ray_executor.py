@@ -146,11 +146,14 @@ def test_a_driver_interrupted_then_killed_then_rerun_loses_and_duplicates_nothin
         """Run the sweep in a new driver, send it `sig` once `samples` samples are stored; its exit status."""
         with log.open("ab") as stderr:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-        deadline = time.time() + 180
+        deadline = time.time() + 600  # a loaded machine starts Ray workers slowly; a signal before then tests nothing
         while time.time() < deadline and process.poll() is None and count(tmp_path / "k.sqlite") < samples:
             time.sleep(0.05)
+        stored_then = count(tmp_path / "k.sqlite")
         os.killpg(process.pid, sig)
-        return process.wait(timeout=120)
+        status = process.wait(timeout=120)
+        assert stored_then >= samples, f"the driver stored {stored_then} samples before the signal: {read(log)}"
+        return status
 
     assert stop_after(5, signal.SIGINT) == 130, read(log)  # Ctrl-C: lch's exit status
     interrupted = count(tmp_path / "k.sqlite")
