@@ -251,15 +251,19 @@ def matched_memory(frame: pd.DataFrame, colours: dict) -> Figure:
     """
     lengths = sorted(frame["length"].unique())
     fig, panels = _figure(len(lengths), width=4.2, height=3.6, columns=3, sharey=True)
+    # one broken cell (a perplexity in the hundreds) would flatten every other point onto the axis
+    log_y = bool((frame["value"] > 0).all() and frame["value"].max() > 10 * frame["value"].min())
     for ax, length in zip(panels, lengths, strict=True):
+        if log_y:
+            ax.set_yscale("log")
         cells = frame[frame["length"] == length].assign(percent=lambda f: 100.0 * f["fraction"])
         cells = cells.sort_values(["percent", "method"])
         axes.log_axis(ax, pd.concat([cells["percent"], pd.Series([100.0])]), "%", axis="x", max_ticks=5)
         low, high = ax.get_xlim()
         ax.set_xlim(low, high * (high / low) ** 0.12)  # room for the labels of the rightmost and topmost points
         ax.margins(y=0.12)
-        rises = _label_offsets(cells["percent"].to_numpy(), cells["value"].to_numpy(), list(cells["method"]),
-                               ax.get_xlim())  # fmt: skip
+        heights = np.log10(cells["value"].to_numpy()) if log_y else cells["value"].to_numpy()  # as drawn
+        rises = _label_offsets(cells["percent"].to_numpy(), heights, list(cells["method"]), ax.get_xlim())
         for (_, row), rise in zip(cells.iterrows(), rises, strict=True):
             _points(ax, [row["percent"]], [row["value"]], colours[row["method"]], [row["beyond_window"]], size=40)
             ax.annotate(row["method"], (row["percent"], row["value"]), xytext=(4, rise), textcoords="offset points",
