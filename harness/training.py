@@ -120,6 +120,11 @@ class TrainSpec(BaseModel):
                 return index
         return len(self.plan) - 1
 
+    @classmethod
+    def written(cls, spec: dict[str, Any]) -> TrainSpec:
+        """The spec of a checkpoint's `training.json`, without what training added beside it."""
+        return cls(**{key: value for key, value in spec.items() if key not in (TRAINED_KEY, RESOLVED_KEY, SEEN_KEY)})
+
     def identity(self) -> dict[str, Any]:
         """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
         how = {"steps", "checkpoint_every", "activation_checkpointing", "out", "report_to", "logging_dir"}
@@ -214,8 +219,7 @@ def check_out(spec: TrainSpec, resume: bool) -> Path | None:
         raise UserError(f"--out '{out}' holds a '{before.get('method')}' checkpoint, not '{spec.method}'")
     if not resume:
         raise UserError(f"--out '{out}' holds a checkpoint: pass --resume to go on, or choose another --out")
-    written = {key: value for key, value in before.items() if key not in (TRAINED_KEY, RESOLVED_KEY, SEEN_KEY)}
-    stored = TrainSpec(**written).identity()
+    stored = TrainSpec.written(before).identity()
     changed = sorted(key for key, value in spec.identity().items() if stored.get(key) != value)
     if changed:
         raise UserError(f"--resume: {', '.join(changed)} differ from the checkpoint's ({previous / SPEC_FILE})")

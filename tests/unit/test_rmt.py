@@ -225,8 +225,7 @@ def test_lch_train_rmt_with_stages_resumes_mid_stage_with_the_same_losses(tmp_pa
     whole = [json.loads(line)["loss"] for line in (tmp_path / "whole" / "train_log.jsonl").read_text().splitlines()]
     assert len(whole) == 6 and len(set(whole)) == 6
 
-    spec = TrainSpec(**{k: v for k, v in written.items() if k not in ("trained", "checkpoint_options")} | {
-        "out": str(tmp_path / "cut")})  # fmt: skip
+    spec = TrainSpec.written(written | {"out": str(tmp_path / "cut")})
 
     def stop_after_five(row):
         if row["step"] == 5:  # mid second stage, one step past the step-4 checkpoint
