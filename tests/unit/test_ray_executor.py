@@ -145,14 +145,17 @@ def test_a_driver_interrupted_then_killed_then_rerun_loses_and_duplicates_nothin
     def stop_after(samples: int, sig: signal.Signals) -> int:
         """Run the sweep in a new driver, send it `sig` once `samples` samples are stored; its exit status."""
         with log.open("ab") as stderr:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+            # The driver runs at low priority: on a loaded machine this loop must see the first samples stored
+            # while the sweep is still going, not once it has stored them all.
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                       preexec_fn=lambda: os.nice(10))  # fmt: skip
         deadline = time.time() + 600  # a loaded machine starts Ray workers slowly; a signal before then tests nothing
         while time.time() < deadline and process.poll() is None and count(tmp_path / "k.sqlite") < samples:
             time.sleep(0.05)
         stored_then = count(tmp_path / "k.sqlite")
         os.killpg(process.pid, sig)
         status = process.wait(timeout=120)
-        assert stored_then >= samples, f"the driver stored {stored_then} samples before the signal: {read(log)}"
+        assert samples <= stored_then < 50, f"{stored_then} samples stored when the signal came: {read(log)}"
         return status
 
     assert stop_after(5, signal.SIGINT) == 130, read(log)  # Ctrl-C: lch's exit status
