@@ -120,15 +120,25 @@ def training_budget(directory: str) -> dict[str, Any]:
     rows = _logged_steps(Path(directory) / LOG_FILE) or [
         {"seq_len": stage["seq_len"], "documents": per_step} for stage in stages for _ in range(stage["steps"])
     ]
-    seen = spec.get(SEEN_KEY) if isinstance(spec.get(SEEN_KEY), dict) else {}
+    seen = spec.get(SEEN_KEY) if isinstance(spec.get(SEEN_KEY), dict) else steps_seen(rows, per_step)
     return {
         "data": spec.get("data"),
         "stages": ",".join(f"{stage['seq_len']}:{stage['steps']}" for stage in stages),
-        "steps": seen.get("steps", len(rows)),
-        "tokens": seen.get("tokens", sum(row["seq_len"] * row.get("documents", per_step) for row in rows)),
+        "steps": seen["steps"],
+        "tokens": seen["tokens"],
         "longest_document": max(row["seq_len"] for row in rows),
         "seed": spec.get("seed"),
     }
+
+
+def steps_seen(rows: list[dict[str, Any]], documents_per_step: int) -> dict[str, int]:
+    """Steps, documents and tokens of loss-log rows (`seen`).
+
+    A row logged before rows counted their documents took `documents_per_step`.
+    """
+    documents = [row.get("documents", documents_per_step) for row in rows]
+    tokens = sum(row["seq_len"] * n for row, n in zip(rows, documents, strict=True))
+    return {"steps": len(rows), "documents": sum(documents), "tokens": tokens}
 
 
 def _logged_steps(path: Path) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRAINED_KEY
+from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRAINED_KEY, steps_seen
 from harness.errors import UserError
 from harness.models import load_model
 from harness.training_data import Documents, load_texts, tokenize
@@ -181,9 +181,7 @@ def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
     extent = getattr(method, "trained_extent", lambda seq_len: {"longest_document": seq_len})(longest)
     resolved = {key: getattr(method.config, key) for key in type(method.config).checkpoint_options}
     # rows logged before rows counted their documents ran on the same processes as this run
-    per_step = [row.get("documents", spec.accumulation * state.get("processes", 1)) for row in state["log"]]
-    seen = {"steps": state["step"], "documents": sum(per_step),
-            "tokens": sum(row["seq_len"] * n for row, n in zip(state["log"], per_step, strict=True))}  # fmt: skip
+    seen = steps_seen(state["log"], spec.accumulation * state.get("processes", 1))
     written = {**spec.model_dump(mode="json"), TRAINED_KEY: extent, RESOLVED_KEY: resolved, SEEN_KEY: seen}
     (staging / SPEC_FILE).write_text(json.dumps(written, indent=2))
     (staging / LOG_FILE).write_text("".join(json.dumps(row) + "\n" for row in state["log"]))

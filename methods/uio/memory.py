@@ -91,7 +91,6 @@ class MemoryDecoderAttention:
         self.backbone = backbone
         self.memory_tokens = memory_tokens
         layers = len(backbone.layers)
-        self.kept = 0  # segments whose memory is held
         # Eviction renumbers the kept memories from position 0, so it needs their keys before RoPE: held only
         # then (`over_context=keep_recent`), and counted in `nbytes`.
         self.unrotated: list[list[torch.Tensor]] | None = [] if evicts else None  # per segment, per layer
@@ -102,7 +101,12 @@ class MemoryDecoderAttention:
     @property
     def memory_length(self) -> int:
         """Memory slots held (positions taken by memory)."""
-        return self.kept * self.memory_tokens
+        return 0 if self.memory_k[0] is None else self.memory_k[0].shape[2]
+
+    @property
+    def kept(self) -> int:
+        """Segments whose memory is held."""
+        return self.memory_length // self.memory_tokens
 
     @property
     def raw_length(self) -> int:
@@ -125,7 +129,6 @@ class MemoryDecoderAttention:
         for layer, k in enumerate(keys):
             k = rotate(k, cos, sin)
             self.memory_k[layer] = k if self.memory_k[layer] is None else torch.cat([self.memory_k[layer], k], dim=2)
-        self.kept += 1
 
     def drop_raw(self) -> None:
         """Forget the open segment's raw K/V (its memory, if any, is already added)."""
@@ -145,7 +148,6 @@ class MemoryDecoderAttention:
         # a copy: a view would keep the evicted values alive, uncounted
         self.memory_v = [None if v is None or v.shape[2] == m else v[:, :, m:].clone() for v in self.memory_v]
         self.memory_k = [None] * len(self.memory_k)
-        self.kept = 0
         for keys in kept:
             self._append_keys(keys)
         self.drop_raw()
