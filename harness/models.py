@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -87,6 +88,29 @@ def load_model(
         model, tokenizer = _pretrained(spec, torch_dtype)
     model.to(_device(device)).eval().requires_grad_(False)
     return model, tokenizer
+
+
+def local_config(spec: str) -> dict | None:
+    """`spec`'s `config.json` where `load_model` finds it on this machine, or None; never downloads or converts.
+
+    A local directory, lch's conversion cache (the embedded and tiny models), or the hub's cache.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    candidates = [Path(spec) / "config.json", cache_dir() / "models" / spec / "config.json"]
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except ValueError:  # a path or an alias is no valid repo id
+        cached = None
+    if isinstance(cached, str):
+        candidates.append(Path(cached))
+    for path in candidates:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):  # unreadable: as if absent
+                return None
+    return None
 
 
 def export_dir(spec: str = DEFAULT_MODEL) -> Path:

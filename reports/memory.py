@@ -10,39 +10,16 @@ missing fraction and the report says so).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.models import local_config
 from reports import stats
 
 REFERENCE = "full"  # the registered method whose cache is the yardstick
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def _config(model: str) -> dict | None:
-    """The model's `config.json` where `load_model` would find it offline: a local directory, lch's cache, the hub's."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from harness.models import cache_dir
-
-    candidates = [Path(model) / "config.json", cache_dir() / "models" / model / "config.json"]
-    try:
-        cached = try_to_load_from_cache(model, "config.json")  # never downloads
-    except ValueError:  # a path or an alias is no valid repo id
-        cached = None
-    if isinstance(cached, str):
-        candidates.append(Path(cached))
-    for path in candidates:
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except (OSError, ValueError):  # unreadable: no reference, as if absent, rather than no report
-                return None
-    return None
 
 
 def kv_bytes_per_token(model: str, dtype: str) -> int | None:
@@ -50,7 +27,7 @@ def kv_bytes_per_token(model: str, dtype: str) -> int | None:
 
     None when the dtype is unknown or the config is not on this machine or lacks the Llama-style keys.
     """
-    config = _config(model)
+    config = local_config(model)
     if config is None or dtype not in BYTES_PER_ELEMENT:
         return None
     try:
