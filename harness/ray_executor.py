@@ -12,13 +12,17 @@ finish, the SQLite store has one writer and no worker touches a shared file. The
 the samples already stored for it, so resume is the local one (per sample, by index). A cell whose call
 raises or whose worker dies is closed as failed with the error, the worker is replaced and the sweep goes
 on (a worker lost while idle fails the next cell it is given: `--retry-failed` reruns it). Ctrl-C stops
-the workers, stores what already reached the queue and stamps the run's end.
+the workers, stores what already reached the queue and stamps the run's end. The driver takes Ctrl-C as a
+flag its loop reads between polls, not as a KeyboardInterrupt raised wherever the main thread happens to
+be: one raised inside Ray's blocking calls was lost (a driver interrupted mid-sweep ran on and exited 0).
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import uuid
 from collections import deque
 from functools import partial
@@ -133,6 +137,7 @@ class _Driver:
         self.idle: list[Any] = []
         self.busy: dict[Any, tuple[Any, Cell]] = {}  # run call -> (worker, cell)
         self.inbox: deque = deque()  # results taken from the queue, not yet applied
+        self.interrupted = False
 
     def run(self, todo: list[Cell], workers: int, progress: bool, command: str) -> list[Outcome]:
         """Start `workers` workers, record the run once one has loaded the model, and run `todo`."""
@@ -145,7 +150,7 @@ class _Driver:
             details = provenance("cpu") | {"device": f"ray workers ({workers}): {device}"}
             self.store.start_run(run_id, command or " ".join(sys.argv), details, self.spec.model_dump(mode="json"))
             try:
-                with progress_bar(todo, progress) as bar:
+                with progress_bar(todo, progress) as bar, self._ctrl_c_as_flag():
                     recorder = Recorder(self.store, bar)
                     try:
                         return self._schedule(deque(todo), run_id, recorder)
@@ -162,6 +167,8 @@ class _Driver:
     def _schedule(self, pending: deque[Cell], run_id: str, recorder: Recorder) -> list[Outcome]:
         outcomes = []
         while pending or self.busy:
+            if self.interrupted:
+                raise KeyboardInterrupt
             while self.idle and pending:
                 worker, cell = self.idle.pop(), pending.popleft()
                 call = worker.run.remote(cell, run_id, stored_scores(self.store, cell), self.spec.flops)
@@ -184,6 +191,24 @@ class _Driver:
                     self.ray.kill(worker)  # its state is unknown: a fresh one takes its place
                     self._start_worker()
         return outcomes
+
+    @contextlib.contextmanager
+    def _ctrl_c_as_flag(self):
+        """While the cells run, Ctrl-C sets `interrupted`; a second one interrupts at once, as usual."""
+        if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+            yield
+            return
+
+        def interrupt(signum, frame) -> None:
+            self.interrupted = True
+            signal.signal(signal.SIGINT, previous)
+
+        # None: the handler was set outside Python; Python's own is the one to go back to.
+        previous = signal.signal(signal.SIGINT, interrupt) or signal.default_int_handler
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _start_worker(self) -> None:
         worker = self.worker_class.remote(self.spec, self.queue)
