@@ -84,8 +84,8 @@ class Cell:
     model: str
     dtype: str
     device: str
-    checkpoints: dict[str, str] = field(default_factory=dict)  # checkpoint field -> `checkpoint_sha256`
-    budgets: dict[str, dict] = field(default_factory=dict)  # checkpoint field -> `training_budget`
+    # checkpoint field -> {"sha256": `checkpoint_sha256`, "budget": `training_budget`}
+    checkpoints: dict[str, dict] = field(default_factory=dict)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -100,8 +100,8 @@ class Cell:
         for name in getattr(config_cls, "later_options", ()):
             if method_config.get(name) == config_cls.model_fields[name].default:
                 del method_config[name]
-        for name, sha256 in self.checkpoints.items():
-            method_config[name] = {"path": method_config[name], "sha256": sha256, "budget": self.budgets.get(name, {})}
+        for name, checkpoint in self.checkpoints.items():
+            method_config[name] = {"path": method_config[name], **checkpoint}
         return {
             "model": self.model, "dtype": self.dtype, "device": self.device,
             "method": self.method, "method_config": method_config,
@@ -233,12 +233,11 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
         if method.label is None and method.name in repeated and method.options:  # the plain one keeps its name
             label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"
         checkpoints = {
-            name: checkpoint_sha256(getattr(config, name))
+            name: {"sha256": checkpoint_sha256(directory), "budget": training_budget(directory)}
             for name in config.checkpoint_fields
-            if getattr(config, name) is not None
+            if (directory := getattr(config, name)) is not None
         }
-        budgets = {name: training_budget(getattr(config, name)) for name in checkpoints}
-        methods.append((label, method.name, config, checkpoints, budgets))
+        methods.append((label, method.name, config, checkpoints))
     labels = [label for label, *_ in methods]
     if len(set(labels)) != len(labels):
         raise UserError(f"method labels must be unique, got {labels}")
@@ -254,7 +253,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
         if not lengths:
             raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")
         for length in lengths:
-            for label, name, config, checkpoints, budgets in methods:
+            for label, name, config, checkpoints in methods:
                 if task.methods and label not in task.methods:
                     continue
                 cells.append(
@@ -262,7 +261,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
                         label=label, method=name, method_config=config, task=task.name, task_config=task_config,
                         task_version=task_cls.version, headline=task_cls.headline, length=length,
                         samples=task.samples or spec.samples, seed=spec.seed, model=spec.model, dtype=spec.dtype,
-                        device=spec.device, checkpoints=checkpoints, budgets=budgets,
+                        device=spec.device, checkpoints=checkpoints,
                     )
                 )  # fmt: skip
     return cells
