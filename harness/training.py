@@ -4,7 +4,8 @@ Its data (`--data` as books, jsonl/parquet records or a `datasets` dataset) come
 
 A trainable method class has a `TrainConfig` (its gradient options) and, per instance,
 `train_config`, `trainable_parameters()`, `backward_document(input_ids) -> loss` (it runs its own
-backward passes), `save(dir)` and `load(dir)`, plus `check_document_length(config, seq_len)`. This
+backward passes), `save(dir)` and `load(dir)`, plus `check_document_length(config, seq_len)`; optionally
+`parameter_groups()`, parameters with their own learning-rate multiple. This
 module owns everything else, so a new trainable method plugs in without changing it.
 
 Checkpoints hold the method's files (adapters, loadable by `lch eval --method-opt checkpoint=DIR`),
@@ -309,7 +310,12 @@ def train(
     method = build_trainable(spec, config, train_config, loaded, device)
     method.backbone.checkpoint_layers = spec.activation_checkpointing
     parameters = method.trainable_parameters()
-    optimizer = torch.optim.AdamW(parameters, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    # A method may give some parameters their own learning rate (UIO's transfer_lr_scale): (parameters, multiple).
+    groups = method.parameter_groups() if hasattr(method, "parameter_groups") else [(parameters, 1.0)]
+    optimizer = torch.optim.AdamW(
+        [{"params": group, "lr": spec.lr * scale} for group, scale in groups],
+        lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay,
+    )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(spec.total_steps, spec.warmup, spec.schedule))
     state: dict[str, Any] = {"step": 0, "stage": 0, "position": 0, "log": []}  # position: documents of the stage
     if previous is not None:

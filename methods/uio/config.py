@@ -90,6 +90,9 @@ class UIOTrainConfig(BaseModel):
     without the factor, a biased gradient (stored in `training.json` like every train option).
     `objective`: `lm` (language modelling over the document's segments) or `autoencode` (the paper's
     auto-encoding task: each segment decoded back from its own memory, `methods/uio/autoencode.py`).
+    `transfer_lr_scale`: the transfer head's learning rate as a multiple of `--lr` (not in the official
+    code, which trains both LoRAs at one rate): the head starts from zero LoRA, and its KV is all the
+    decoder reads of the memory.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -98,3 +101,4 @@ class UIOTrainConfig(BaseModel):
     window: int = Field(2, ge=1)
     compensation: bool = True
     objective: Literal["lm", "autoencode"] = "lm"
+    transfer_lr_scale: float = Field(1.0, gt=0)

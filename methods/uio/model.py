@@ -85,6 +85,18 @@ class UIO(LongContextModel):
         """LoRA weights of the encoder and transfer head, and the `<mem>` embedding."""
         return self.adapters.trainable_parameters()
 
+    def parameter_groups(self) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """(parameters, learning-rate multiple) for the optimizer: the transfer head apart when it has its own rate.
+
+        One group at the default, so optimizer states saved before `transfer_lr_scale` existed still load.
+        """
+        scale = self.train_config.transfer_lr_scale
+        if scale == 1:
+            return [(self.trainable_parameters(), 1.0)]
+        transfer = {id(p) for p in self.adapters.transfer.parameters()}
+        rest = [p for p in self.trainable_parameters() if id(p) not in transfer]
+        return [(rest, 1.0), ([p for p in self.trainable_parameters() if id(p) in transfer], scale)]
+
     @classmethod
     def check_document_length(cls, config: UIOConfig, seq_len: int, trained_window: int | None = None) -> None:
         """Training documents are >= 2 whole segments whose memories and last segment fit the decoder window.

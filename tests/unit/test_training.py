@@ -247,3 +247,23 @@ def test_bad_stages_are_one_line(flags, message, data, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_transfer_heads_own_learning_rate_moves_it_alone(data, tmp_path, tiny_llama):
+    from safetensors.torch import load_file
+
+    def first_step(scale: float) -> dict[str, dict[str, torch.Tensor]]:
+        options = {"strategy": "unbiased", "window": 1, "transfer_lr_scale": scale}
+        out = tmp_path / str(scale)
+        train(spec(data, out, steps=1, checkpoint_every=1, warmup=0.0, train_options=options),
+              progress=False, loaded=tiny_llama)  # fmt: skip
+        return {part: load_file(out / f"{part}_adapter.safetensors") for part in ("encoder", "transfer")}
+
+    plain, scaled = first_step(1.0), first_step(10.0)
+    encoder = plain["encoder"].keys()
+    assert encoder and all(torch.equal(plain["encoder"][k], scaled["encoder"][k]) for k in encoder)
+    # LoRA B starts at zero, and Adam's first step moves each weight by the learning rate: 10x as far.
+    moved = [k for k in plain["transfer"] if "lora_B" in k]
+    assert any(plain["transfer"][k].abs().max() > 0 for k in moved)
+    for k in moved:
+        torch.testing.assert_close(scaled["transfer"][k], 10 * plain["transfer"][k])
