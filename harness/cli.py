@@ -202,14 +202,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         "text_field": args.text_field, "split": args.split,
         "stages": _stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
-        "activation_checkpointing": args.activation_checkpointing, "seed": args.seed, "out": args.out,
+        "seed": args.seed, "out": args.out,
         "report_to": args.report_to, "logging_dir": args.logging_dir,
         "method_options": method_options | _options(args.method_opt, "--method-opt"),
         "train_options": train_options | _options(args.train_opt, "--train-opt"),
     }  # fmt: skip
-    optimizer = {"lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup, "schedule": args.schedule}
-    official = getattr(trainable_class(args.method), "OPTIMIZER_DEFAULTS", {})
-    data |= official | {key: value for key, value in optimizer.items() if value is not None}
+    given = {"lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup, "schedule": args.schedule,
+             "activation_checkpointing": args.activation_checkpointing}  # fmt: skip
+    official = getattr(trainable_class(args.method), "TRAINING_DEFAULTS", {})
+    data |= official | {key: value for key, value in given.items() if value is not None}
     spec = validate(TrainSpec, data, "lch train")
     from accelerate import PartialState
 
@@ -372,8 +373,9 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints (default 10)")
     tr.add_argument(
-        "--activation-checkpointing", action="store_true",
-        help="keep one layer's activations at a time, recomputed in backward (long documents on small memory)",
+        "--activation-checkpointing", action=argparse.BooleanOptionalAction,
+        help="keep one layer's activations at a time, recomputed in backward (long documents on small memory; "
+        "default: on for longlora, as its official scripts, off otherwise)",
     )  # fmt: skip
     tr.add_argument(
         "--report-to", action="append", default=[], choices=("tensorboard", "wandb", "mlflow"),

@@ -174,7 +174,7 @@ class RMT(LongContextModel):
     # (betas 0.9, 0.999), lr 1e-4, weight decay 1e-3, linear schedule with 10% warm-up. Its clip_grad_value 5
     # has no counterpart here: lch clips the norm to 1.0, as BABILong's scripts do. Full fine-tuning: BABILong
     # uses lr 1e-5 and weight decay 0.01 (pass --lr, --weight-decay).
-    OPTIMIZER_DEFAULTS: ClassVar[dict] = {
+    TRAINING_DEFAULTS: ClassVar[dict] = {
         "lr": 1e-4, "weight_decay": 1e-3, "warmup": 0.1, "schedule": "linear", "betas": (0.9, 0.999),
     }  # fmt: skip
 

@@ -33,7 +33,7 @@ class UIO(LongContextModel):
     STOCHASTIC_STRATEGIES = ("unbiased", "unbiased-official")  # their gradient depends on a seed
     # `lch gradients` names for train options beyond the strategy: the official train.py's gradient
     STRATEGY_VARIANTS = {"unbiased-official": {"strategy": "unbiased", "compensation": False}}
-    OPTIMIZER_DEFAULTS: ClassVar[dict] = {}  # the training loop's defaults are UIO's official ones
+    TRAINING_DEFAULTS: ClassVar[dict] = {}  # the training loop's defaults are UIO's official ones
 
     def __init__(self, model, tokenizer, config: UIOConfig):
         super().__init__(model, tokenizer, config)

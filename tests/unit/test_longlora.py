@@ -175,6 +175,7 @@ def test_training_writes_the_rope_factor_into_the_checkpoint_and_evaluation_take
         "rope_factor": 2.0, "lora_rank": 2, "lora_alpha": 4, "trainable_params": "embed,norm"
     }  # fmt: skip
     assert (spec["lr"], spec["weight_decay"], spec["schedule"]) == (2e-5, 0.0, "constant")  # fine-tune.py's
+    assert spec["activation_checkpointing"] is True  # fine-tune.py's gradient checkpointing, on by default
     store = tmp_path / "s.sqlite"
     common = ["eval", "--model", "tiny-random-llama", "--method", "longlora", "--task", "perplexity",
               "--lengths", "200", "--samples", "1", "--output", str(store), "--quiet",
@@ -188,6 +189,11 @@ def test_training_writes_the_rope_factor_into_the_checkpoint_and_evaluation_take
     error = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(error) == 1
     assert f"rope_factor=3 contradicts checkpoint '{tmp_path / 'ckpt'}', trained with rope_factor=2.0" in error[0]
+
+
+def test_activation_checkpointing_can_be_turned_off(tmp_path):
+    assert _train(tmp_path, "--no-activation-checkpointing") == 0
+    assert json.loads((tmp_path / "ckpt" / "training.json").read_text())["activation_checkpointing"] is False
 
 
 def test_training_past_the_window_sets_the_official_interpolation_factor(tmp_path, monkeypatch):
