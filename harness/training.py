@@ -60,8 +60,8 @@ class Stage(BaseModel):
 class TrainSpec(BaseModel):
     """One training run. Optimizer defaults are UIO-LLMs' official ones (AdamW, `train.py`, `src/misc.py`).
 
-    A method's `TRAINING_DEFAULTS` (LongLoRA's, RMT's: optimizer and activation checkpointing) replace them
-    for `lch train` when the user gives none.
+    A method's `TRAINING_DEFAULTS` (LongLoRA's and RMT's optimizer settings, LongLoRA's activation
+    checkpointing) replace them for `lch train` when the user gives none.
     The run is `steps` steps on `seq_len`-token documents, or `stages` (`--stages 4096:60,16384:20`): one
     optimizer and one warm-up + cosine schedule over all their steps, each stage on documents of its length.
     """

@@ -90,12 +90,14 @@ class UIO(LongContextModel):
 
         One group at the default, so optimizer states saved before `transfer_lr_scale` existed still load.
         """
-        scale = self.train_config.transfer_lr_scale
+        parameters, scale = self.trainable_parameters(), self.train_config.transfer_lr_scale
         if scale == 1:
-            return [(self.trainable_parameters(), 1.0)]
+            return [(parameters, 1.0)]
         transfer = {id(p) for p in self.adapters.transfer.parameters()}
-        rest = [p for p in self.trainable_parameters() if id(p) not in transfer]
-        return [(rest, 1.0), ([p for p in self.trainable_parameters() if id(p) in transfer], scale)]
+        return [
+            ([p for p in parameters if id(p) not in transfer], 1.0),
+            ([p for p in parameters if id(p) in transfer], scale),
+        ]
 
     @classmethod
     def check_document_length(cls, config: UIOConfig, seq_len: int, trained_window: int | None = None) -> None:
