@@ -22,11 +22,17 @@ class _Strict(BaseModel):
 
 
 class MethodSpec(_Strict):
-    """A method with its options; `label` names it in results (default: the name, plus options if repeated)."""
+    """A method with its options; `label` names it in results (default: the name, plus options if repeated).
+
+    `control` (a label of the sweep) names the method's no-memory control: the same local context without
+    its memory. Reports set the two side by side token by token (`reports.memory_gain`); it is not part of
+    the cells' identity.
+    """
 
     name: str
     label: str | None = None
     options: dict[str, Any] = {}
+    control: str | None = None
 
 
 class TaskSpec(_Strict):
@@ -211,6 +217,21 @@ def _yaml_where(error: yaml.YAMLError) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+def method_labels(spec: SweepSpec) -> list[str]:
+    """Each method's label in results, in the sweep's order.
+
+    Its `label`, else its name, plus its options when the name repeats (the plain one keeps its name).
+    """
+    repeated = {m.name for m in spec.methods if sum(o.name == m.name for o in spec.methods) > 1}
+    labels = []
+    for method in spec.methods:
+        label = method.label or method.name
+        if method.label is None and method.name in repeated and method.options:
+            label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"
+        labels.append(label)
+    return labels
+
+
 def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
     """Cells in run order (task, then length, then method).
 
@@ -224,23 +245,23 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
     if check_device:
         check_local_device(spec.device)
     methods = []
-    repeated = {m.name for m in spec.methods if sum(o.name == m.name for o in spec.methods) > 1}
-    for method in spec.methods:
+    labels = method_labels(spec)
+    if len(set(labels)) != len(labels):
+        raise UserError(f"method labels must be unique, got {labels}")
+    for method, label in zip(spec.methods, labels, strict=True):
+        if method.control is not None and (method.control == label or method.control not in labels):
+            others = ", ".join(other for other in labels if other != label)
+            raise UserError(f"method '{label}': control '{method.control}' is not another method of the sweep. "
+                            f"Valid: {others}")  # fmt: skip
         cls = METHODS.get(method.name)
         where = f"method '{method.name}'"
         config = validate(cls.Config, with_checkpoint_options(cls, method.options, where), where)
-        label = method.label or method.name
-        if method.label is None and method.name in repeated and method.options:  # the plain one keeps its name
-            label += "(" + ",".join(f"{k}={v}" for k, v in sorted(method.options.items())) + ")"
         checkpoints = {
             name: {"sha256": checkpoint_sha256(directory), "budget": training_budget(directory)}
             for name in config.checkpoint_fields
             if (directory := getattr(config, name)) is not None
         }
         methods.append((label, method.name, config, checkpoints))
-    labels = [label for label, *_ in methods]
-    if len(set(labels)) != len(labels):
-        raise UserError(f"method labels must be unique, got {labels}")
     cells = []
     for task in spec.tasks:
         unknown = sorted(set(task.methods or ()) - set(labels))

@@ -40,6 +40,8 @@ SWEEPS = {
     "typo.yaml": "modle: tiny-random-llama\nmethods: [{name: full}]\ntasks: [{name: passkey, lengths: [300]}]\n",
     "labels.yaml": "model: tiny-random-llama\noutput: {d}/store.sqlite\n"
     "methods: [{name: full, label: a}, {name: streaming, label: a}]\ntasks: [{name: passkey, lengths: [300]}]\n",
+    "control.yaml": "model: tiny-random-llama\noutput: {d}/store.sqlite\nmethods: [{name: full, control: ful}, "
+    "{name: streaming}]\ntasks: [{name: passkey, lengths: [300]}]\n",
     "no_methods.yaml": "model: tiny-random-llama\nmethods: []\ntasks: [{name: passkey, lengths: [300]}]\n",
     "no_lengths.yaml": "model: tiny-random-llama\nmethods: [{name: full}]\ntasks: [{name: passkey}]\n",
     "samples.yaml": "model: tiny-random-llama\nsamples: 0\nmethods: [{name: full}]\n"
@@ -163,6 +165,8 @@ CASES = [
     ("sweep-list", ["run", "{d}/list.yaml"], "must be a mapping with 'methods' and 'tasks'"),
     ("sweep-unknown-key", ["run", "{d}/typo.yaml"], "unknown option 'modle'"),
     ("sweep-repeated-label", ["run", "{d}/labels.yaml"], "method labels must be unique, got ['a', 'a']"),
+    ("sweep-unknown-control", ["run", "{d}/control.yaml"],
+     "method 'full': control 'ful' is not another method of the sweep. Valid: streaming"),
     ("sweep-no-methods", ["run", "{d}/no_methods.yaml"], "methods: List should have at least 1 item"),
     ("sweep-no-lengths", ["run", "{d}/no_lengths.yaml"], "task 'passkey' needs lengths"),
     ("sweep-samples-zero", ["run", "{d}/samples.yaml"], "samples: Input should be greater than 0"),

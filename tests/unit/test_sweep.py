@@ -36,6 +36,14 @@ def test_expansion_order_labels_and_identity(tmp_path):
     assert not {c.cell_id for c in other_seed} & {c.cell_id for c in cells}
 
 
+def test_a_control_names_another_label_and_stays_out_of_the_cell_id(tmp_path):
+    cells = expand(load_sweep(write(tmp_path, GOOD)))
+    controlled = GOOD.replace("{name: full}", "{name: full, control: streaming(window=32)}")
+    assert [c.cell_id for c in expand(load_sweep(write(tmp_path, controlled)))] == [c.cell_id for c in cells]
+    with pytest.raises(UserError, match=r"control 'full' is not another method of the sweep. Valid: streaming\(w"):
+        expand(load_sweep(write(tmp_path, GOOD.replace("{name: full}", "{name: full, control: full}"))))
+
+
 def test_a_task_naming_methods_runs_only_those_and_leaves_the_other_cells_as_they_were(tmp_path):
     limited = GOOD.replace("depths: [0.5]}", "depths: [0.5]}, methods: [full, streaming(window=32)]")
     cells = expand(load_sweep(write(tmp_path, limited)))
