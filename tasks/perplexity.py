@@ -33,6 +33,7 @@ import torch
 from pydantic import field_validator, model_validator
 
 from harness.errors import UserError
+from tasks import token_nll
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.data import data_dir, read_book
 from tasks.tokens import bos_prefix
@@ -258,6 +259,7 @@ class Perplexity(Task):
             metrics={"perplexity": perplexity, "nll_sum": total, "tokens": float(nll.numel())},
             details={
                 "position_nll": position_curve(nll, config.bucket),
+                "token_nll": token_nll.encode(nll.numpy()),  # per token, for the per-token gain of memory
                 "skipped_before": instance.metadata.get("skipped_before", 0),
             },
         )

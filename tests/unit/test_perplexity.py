@@ -4,12 +4,14 @@ import math
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
 from harness.errors import UserError
 from methods.base import METHODS
+from tasks import token_nll
 from tasks.base import TASKS, Score
 from tasks.perplexity import Perplexity, PerplexityConfig, position_curve, windows
 
@@ -140,6 +142,9 @@ def test_every_protocol_scores_length_minus_one_tokens(full, books, options):
     assert curve["tokens"] == [127, 128, 44]  # positions 1..127, 128..255, 256..299
     assert sum(curve["tokens"]) == score.metrics["tokens"]
     assert sum(curve["nll_sum"]) == pytest.approx(score.metrics["nll_sum"])
+    per_token = token_nll.decode(score.details["token_nll"])  # float16: 11 significant bits
+    assert per_token.size == 299 and per_token.sum() == pytest.approx(score.metrics["nll_sum"], rel=1e-3)
+    assert per_token[127:255].sum() == pytest.approx(curve["nll_sum"][1], rel=1e-3)  # positions 128..255
 
 
 def test_segment_matches_plain_transformers(full, books, tiny_llama):
@@ -193,6 +198,13 @@ def test_aggregate_token_weighted_curve_and_skips():
     assert (out["tokens"], out["documents"], out["skipped_documents"]) == (40, 2, 2)
     assert out["nll@0"] == pytest.approx(38 / 18) and out["nll@10"] == pytest.approx(32 / 11)
     assert out["nll@20"] == pytest.approx(40 / 11)
+
+
+def test_token_nll_round_trips_within_float16():
+    nll = np.array([0.0, 0.001, 2.5, 10.0, 31.7])
+    back = token_nll.decode(token_nll.encode(nll))
+    assert back.dtype == np.float64 and back == pytest.approx(nll, rel=2**-11, abs=1e-6)
+    assert len(token_nll.encode(np.zeros(100_000))) == 266_668  # 2 bytes a token, base64
 
 
 def test_position_curve_buckets_by_document_position():
