@@ -13,6 +13,7 @@ import pandas as pd
 
 from reports import axes
 from reports.cost import METRICS, MIN_FIT_LENGTHS, medians
+from reports.memory_gain import KEY_GAIN
 from reports.tasks import longbench_order
 
 STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
@@ -328,8 +329,32 @@ def memory_section(tables: dict, figures: dict) -> Section:
     return section
 
 
+def memory_gain_section(tables: dict) -> Section:
+    """Section 8: per-token log-prob gain of each memory method over its no-memory control, by position."""
+    section = Section("Where memory helps, per token")
+    frame = tables["memory_gain"]
+    section.text(
+        f"Gain of a token = its NLL under the method's control (named by `control:` in the sweep: the same local "
+        f"context without the memory) minus its NLL under the method, in nats, on the perplexity documents both "
+        f"scored; above 0 the memory helped. Per position bucket: the mean gain and the shares of tokens helped or "
+        f"hurt by more than {KEY_GAIN:g} nats (LongPPL's threshold for a token that needs long context, arXiv "
+        f"2410.23771); the first bucket starts at the document's second token."
+    )
+    for (method, control, length), group in frame.groupby(["method", "control", "length"], sort=True):
+        shown = pd.DataFrame(
+            {
+                "position": group["position"].map(count), "documents": group["documents"].map(count),
+                "tokens": group["tokens"].map(count), "mean gain (nats)": group["mean_gain"].map(fmt),
+                f"helped > {KEY_GAIN:g}": group["helped"].map(lambda v: f"{fmt(100.0 * v)}%"),
+                f"hurt > {KEY_GAIN:g}": group["hurt"].map(lambda v: f"{fmt(100.0 * v)}%"),
+            }
+        )  # fmt: skip
+        section.table(shown, f"{method} over {control}, documents of {length:,} tokens")
+    return section
+
+
 def paired_section(tables: dict, baseline: str) -> Section:
-    """Section 8: method minus baseline on the same instances."""
+    """Section 9: method minus baseline on the same instances."""
     section = Section(f"Paired comparison against {baseline}")
     if "paired" not in tables:
         labels = ", ".join(sorted(tables["summary"]["method"].unique()))
@@ -386,7 +411,7 @@ def _clip(text) -> str:
 
 
 def provenance_section(tables: dict) -> Section:
-    """Section 9: runs, packages, method configs with their documented deviations, task configs."""
+    """Section 10: runs, packages, method configs with their documented deviations, task configs."""
     section = Section("Provenance")
     section.table(tables["runs"].fillna("–"), "Runs (dates UTC, command, lch commit, device, load averages at start)")
     models = tables["methods"][["method", "model", "dtype"]]
@@ -425,6 +450,8 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
     if "tradeoff" in tables:
         out.append(tradeoff_section(tables, figures))
     out.append(memory_section(tables, figures))
+    if "memory_gain" in tables:
+        out.append(memory_gain_section(tables))
     if tables["summary"]["method"].nunique() > 1:
         out.append(paired_section(tables, baseline))
     examples = examples_section(tables["samples"])

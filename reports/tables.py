@@ -22,6 +22,7 @@ from harness.errors import UserError
 from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
+from reports.memory_gain import token_gain
 from reports.tasks import longbench, passkey_depth, perplexity, position_nll
 
 # A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
@@ -86,6 +87,7 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
         samples[column] = samples[column].map(_json)
     untrained = set(samples.loc[samples["metadata"].map(lambda m: bool(m.get("untrained"))), "cell_id"])
     variants = dict(zip(samples["cell_id"], samples["metadata"].map(lambda m: m.get("variant")), strict=True))
+    cells["given_label"] = cells["label"].fillna(cells["method"]).astype(str)  # as the sweep named it
     cells["label"] = _unique_labels(cells, untrained, variants)
     keys = cells[["cell_id", "label", "method", "task", "length", "model", "headline"]]
     samples = samples.merge(keys.rename(columns={"method": "method_name"}), on="cell_id", how="inner")
@@ -306,6 +308,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
     tables["tradeoff"] = tradeoff(tables["summary"], samples)
     tables["memory"] = matched_memory(cells, samples, tables["summary"], chance)
     tables["paired"] = paired(samples, baseline, seed)
+    tables["memory_gain"] = token_gain(cells, samples, runs)
     tables.update(provenance(cells, runs))
     always = {"cells", "samples", "runs", "summary", "packages", "methods", "tasks"}
     return {name: frame for name, frame in tables.items() if name in always or not frame.empty}
