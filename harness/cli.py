@@ -12,6 +12,7 @@ lch export-tokenizer                       a local HF directory of the model, fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -424,13 +425,31 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@contextlib.contextmanager
+def _quiet_loading(quiet: bool):
+    """`--quiet` also hides transformers' "Loading weights" bar (a global switch, restored after the command)."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors (usage errors included) print one line and exit 2."""
     try:
         args, args.extra = parser().parse_known_args(argv)
         if args.extra and args.fn not in (cmd_train, cmd_gradients):  # they take the method's options as flags
             parser().parse_args(argv)  # the usual one-line "unrecognized arguments" error
-        args.fn(args)
+        with _quiet_loading(getattr(args, "quiet", False)):
+            args.fn(args)
     except UserError as error:
         # One line even when a message quotes multi-line text (a file's content, a library's error).
         print(f"lch: error: {' '.join(str(error).splitlines())}", file=sys.stderr)

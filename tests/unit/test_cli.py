@@ -84,3 +84,14 @@ def test_reading_a_store_leaves_nothing_beside_it(tmp_path, capsys):
     assert main(["results", str(store)]) == 0
     assert main(["report", str(store), "--out", str(tmp_path / "rep")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "s.sqlite"]
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_hides_the_weight_loading_bar_and_restores_it(tiny_dir, tmp_path, capsys, quiet):
+    from transformers.utils import logging as hf_logging
+
+    args = ["eval", "--model", tiny_dir, "--method", "full", "--task", "passkey", "--lengths", "300",
+            "--samples", "1", "--output", str(tmp_path / "q.sqlite")] + ["--quiet"] * quiet  # fmt: skip
+    assert main(args) == 0
+    assert ("Loading weights" in capsys.readouterr().err) is not quiet
+    assert hf_logging.is_progress_bar_enabled()
