@@ -54,8 +54,8 @@ def token_gain(cells: pd.DataFrame, samples: pd.DataFrame, runs: pd.DataFrame) -
     by_cell = {cell_id: group.set_index("instance_id") for cell_id, group in scored.groupby("cell_id")}
     rows = []
     for _, cell in ppl.iterrows():
-        same = (cells["task"] == cell["task"]) & (cells["length"] == cell["length"]) & \
-               (cells["model"] == cell["model"]) & (cells["seed"] == cell["seed"])  # fmt: skip
+        keys = ["task", "length", "model", "seed"]
+        same = (cells[keys] == cell[keys]).all(axis=1)
         control = cells[same & (cells["given_label"] == pairs[cell["given_label"]])]
         if control.empty or cell["cell_id"] not in by_cell or control["cell_id"].iloc[0] not in by_cell:
             continue

@@ -103,13 +103,13 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def _unique_labels(cells: pd.DataFrame, untrained: set[str], variants: dict[str, str | None]) -> pd.Series:
-    """Cell labels made unique per (task, length): model name if the store mixes models, then seed or cell id.
+    """The sweep's labels (`given_label`) made unique per (task, length): model name, then seed or cell id.
 
     A method that ran without the trained weights it needs (cells in `untrained`), or as a non-official
     variant (`variants`: cell id to the method's `variant`), says so in its label, so every table and
     figure shows it, unless its label already does.
     """
-    labels = cells["label"].fillna(cells["method"]).astype(str)
+    labels = cells["given_label"].copy()
     unmarked = cells["cell_id"].isin(untrained) & ~labels.str.contains("untrained")
     labels = labels.where(~unmarked, labels + " (untrained)")
     variant = cells["cell_id"].map(variants)
