@@ -103,7 +103,7 @@ def load(store_path: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def _unique_labels(cells: pd.DataFrame, untrained: set[str], variants: dict[str, str | None]) -> pd.Series:
-    """The sweep's labels (`given_label`) made unique per (task, length): model name, then seed or cell id.
+    """The sweep's labels (`given_label`) made unique per (task, length): model (if mixed), then seed or cell id.
 
     A method that ran without the trained weights it needs (cells in `untrained`), or as a non-official
     variant (`variants`: cell id to the method's `variant`), says so in its label, so every table and
