@@ -16,7 +16,6 @@ from types import SimpleNamespace
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -190,29 +189,6 @@ class Backbone(nn.Module):
         """Bytes of one token's K and V over all layers in the model dtype."""
         element = self.model.lm_head.weight.element_size()
         return 2 * len(self.layers) * self.n_kv_heads * self.head_dim * element
-
-
-def chunked_nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL for training, logits `LOGITS_CHUNK` rows at a time and recomputed in backward.
-
-    A 16K-token document's logits over SmolLM2's 49K vocabulary are 3.2 GB in float32 (100 MB per
-    512-token RMT segment, kept for every segment under full BPTT); checkpointing each chunk keeps only
-    the hidden states for backward.
-
-    Args:
-        backbone: its output layer gives the logits.
-        hidden: `[T, D]` final hidden states.
-        targets: `[T]` the token each position predicts.
-    """
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.shape[0], LOGITS_CHUNK):
-        piece, wanted = hidden[start : start + LOGITS_CHUNK], targets[start : start + LOGITS_CHUNK]
-        total = total + checkpoint(_nll, backbone, piece, wanted, use_reentrant=False)
-    return total
-
-
-def _nll(backbone: Backbone, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(backbone.logits(hidden), targets, reduction="sum")
 
 
 def join_scores(pieces: list, greedy: bool):

@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from harness.checkpoints import checked_directory
 from harness.errors import UserError
 from methods.attention import causal_attention, rotate
-from methods.backbone import Backbone, chunked_nll
+from methods.backbone import Backbone
 from methods.base import MethodConfig, register_method
 from methods.baselines.full import FullAttention
 from methods.baselines.s2_attn import group_size, s2_attention, s2_cached_attention
 from methods.decoder import DecoderMethod
 from methods.parts import PROJECTIONS, Parts
+from methods.token_loss import TokenLoss
 
 WEIGHTS_FILE = "longlora.safetensors"
 
@@ -212,14 +213,22 @@ class LongLoRA(DecoderMethod):
         """Training showed the weights documents of `seq_len` tokens."""
         return {"longest_document": seq_len}
 
-    def backward_document(self, input_ids: torch.Tensor) -> float:
-        """Mean next-token cross-entropy of one document under the training attention; backpropagated."""
+    def backward_document(self, input_ids: torch.Tensor, token_loss: TokenLoss | None = None) -> float:
+        """One document under the training attention, its loss backpropagated and returned.
+
+        Args:
+            input_ids: `[T]` token ids.
+            token_loss: which predictions count and against what (`methods.token_loss`); None: every
+                token's NLL (the official fine-tuning loss, the mean over the T - 1 predictions).
+        """
         ids = input_ids.to(self.backbone.device)
+        token_loss = token_loss or TokenLoss.every_token(ids)
         positions = torch.arange(ids.numel(), device=ids.device)
         attention = TrainingAttention(self.backbone, ids.numel(), self.train_config)
         hidden = self.backbone(self.backbone.embed(ids[None]), positions, attention)[0]
-        loss = chunked_nll(self.backbone, hidden[:-1], ids[1:]) / (ids.numel() - 1)
-        loss.backward()
+        loss = token_loss.stretch(self.backbone, hidden[:-1], 1) / token_loss.total
+        if loss.requires_grad:  # a document with no weighted prediction has no gradient
+            loss.backward()
         return float(loss.detach())
 
     def save(self, directory) -> None:

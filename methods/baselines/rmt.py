@@ -12,6 +12,8 @@ segment's write slots, whose memory nobody reads, are not computed.
 
 Training loss: next-token cross-entropy over the whole document, averaged over its T - 1 predictions; the
 last token of a segment predicts the first of the next (the official concatenated logits, shifted once).
+Other objectives (answer tokens only, as BABILong's RMT masks its labels to the answer; distillation)
+weight these predictions through `methods.token_loss.TokenLoss`.
 
 Truncated BPTT (`RMTTrainConfig`, the official `manage_gradients` as the `aaai24` and `babilong-release`
 branches fixed it; on the default branch the detached memory is computed and dropped, so `k2` does nothing
@@ -26,8 +28,10 @@ k2 < N, the loss of segment u reaches (its gradient flows into the inputs and we
 
 With k2 >= N, or `bptt`, every loss reaches every earlier segment and the memory parameter. k2 = 1 and 2
 cut the same links. N is the document's own segment count (the official scripts set `max_n_segments` to
-the stage's count, which every document of an lch stage has). Where a link is cut, the losses before it are
-backpropagated at once, which frees their graph: training memory is that of the segments between cuts.
+the stage's count, which every document of a fixed-length stage has; with varying lengths, as BABILong's
+`--vary_n_segments`, it runs `k2 = -1`, full BPTT, where N does not matter). Where a link is cut, the
+losses before it are backpropagated at once, which frees their graph: training memory is that of the
+segments between cuts.
 
 Inference: `score()` carries memory across segments and scores every token once; `prefill()` runs every
 segment but the last through the memory cell and keeps the last one, after the read memory and with no
@@ -51,10 +55,11 @@ from torch import nn
 from harness.checkpoints import checked_directory, trained_extent
 from harness.errors import UserError
 from methods.attention import causal_attention, rotate
-from methods.backbone import Backbone, chunked_nll, join_scores
+from methods.backbone import Backbone, join_scores
 from methods.base import LongContextModel, MethodConfig, greedy_decode, register_method
 from methods.baselines.full import FullAttention
 from methods.parts import Parts, read_tensors
+from methods.token_loss import TokenLoss
 
 PARTS_FILE = "rmt_parts.safetensors"
 MEMORY_FILE = "rmt_memory.safetensors"
@@ -281,40 +286,51 @@ class RMT(LongContextModel):
 
     # ---- training --------------------------------------------------------------------------------------
 
-    def segment_losses(self, input_ids: torch.Tensor, embeds: torch.Tensor | None = None):
-        """Yield, segment by segment, the summed next-token NLL of its predictions and whether its memory is cut.
+    def segment_losses(
+        self, input_ids: torch.Tensor, embeds: torch.Tensor | None = None, token_loss: TokenLoss | None = None
+    ):
+        """Yield, segment by segment, the weighted sum of its predictions' losses and whether its memory is cut.
 
         Args:
             input_ids: `[T]` token ids of the document.
             embeds: `[T, D]` input embeddings to use instead of embedding `input_ids` (tests measure which
                 segments a loss reaches by the gradient on them).
+            token_loss: which predictions count and against what; None: every token's NLL (summed).
         """
         backbone, segment = self.backbone, self.config.segment
         ids = input_ids.to(backbone.device)
+        token_loss = token_loss or TokenLoss.every_token(ids)
         embeds = backbone.embed(ids[None])[0] if embeds is None else embeds
         starts = range(0, ids.numel(), segment)
         memory = self.memory
         for t, start in enumerate(starts):
             write = t < len(starts) - 1
             hidden, memory = memory_cell(backbone, memory, embeds[start : start + segment], write)
-            wanted = ids[start + 1 : start + segment + 1]
+            predicted = min(segment, ids.numel() - start - 1)  # the last token predicts nothing
             cut = write and not keeps_graph(t, len(starts), self.train_config)
             if cut:
                 memory = memory.detach()
-            yield chunked_nll(backbone, hidden[: wanted.numel()], wanted), cut
+            yield token_loss.stretch(backbone, hidden[:predicted], start + 1), cut
 
-    def backward_document(self, input_ids: torch.Tensor) -> float:
-        """Mean next-token cross-entropy of one document; backpropagated at every cut and at the end."""
-        predictions, total, pending = input_ids.numel() - 1, 0.0, None
-        for loss, cut in self.segment_losses(input_ids):
+    def backward_document(self, input_ids: torch.Tensor, token_loss: TokenLoss | None = None) -> float:
+        """One document's loss, backpropagated at every cut and at the end; returns it.
+
+        Args:
+            input_ids: `[T]` token ids.
+            token_loss: which predictions count and against what (`methods.token_loss`); None: every token's
+                NLL, the official loss (the mean over the document's T - 1 predictions).
+        """
+        token_loss = token_loss or TokenLoss.every_token(input_ids.to(self.backbone.device))
+        total, pending = 0.0, None
+        for loss, cut in self.segment_losses(input_ids, token_loss=token_loss):
             total += float(loss.detach())
             pending = loss if pending is None else pending + loss
-            if cut:  # no later loss reaches these segments: free their graph now
-                (pending / predictions).backward()
+            if cut and pending.requires_grad:  # no later loss reaches these segments: free their graph now
+                (pending / token_loss.total).backward()
                 pending = None
-        if pending is not None and pending.requires_grad:  # a last segment of one token predicts nothing
-            (pending / predictions).backward()
-        return total / predictions
+        if pending is not None and pending.requires_grad:  # no weighted prediction after the last cut
+            (pending / token_loss.total).backward()
+        return total / token_loss.total
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
         """The memory (when there is one) and the trainable tensors of the own modules, by name."""

@@ -15,6 +15,7 @@ from harness.checkpoints import trained_extent
 from harness.errors import UserError
 from methods.backbone import Backbone, join_scores
 from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
+from methods.token_loss import TokenLoss
 from methods.uio import autoencode, trainer
 from methods.uio.adapters import UIOAdapters
 from methods.uio.config import UIOConfig, UIOTrainConfig
@@ -101,9 +102,11 @@ class UIO(LongContextModel):
 
     @classmethod
     def check_document_length(cls, config: UIOConfig, seq_len: int, trained_window: int | None = None) -> None:
-        """Training documents are >= 2 whole segments whose memories and last segment fit the decoder window.
+        """A stage's documents are >= 2 whole segments whose memories and last segment fit the decoder window.
 
-        `trained_window` (the base model's, known once it is loaded) stands in for an unset `config.window`.
+        `seq_len` is the stage's (longest) document length; shorter documents of a stage (a text or record
+        used whole) may end in a partial segment. `trained_window` (the base model's, known once it is
+        loaded) stands in for an unset `config.window`.
         """
         if not config.memory:
             raise UserError("uio with memory=false has nothing to train (the decoder is frozen)")
@@ -126,18 +129,30 @@ class UIO(LongContextModel):
         options = self.STRATEGY_VARIANTS.get(strategy, {"strategy": strategy})
         return trainer.document_gradients(self, input_ids, window=window, seed=seed, **options)
 
-    def backward_document(self, input_ids: torch.Tensor) -> float:
-        """Accumulate one document's gradient under `train_config`; returns its mean segment loss.
+    def backward_document(self, input_ids: torch.Tensor, token_loss: TokenLoss | None = None) -> float:
+        """Accumulate one document's gradient under `train_config`; returns its loss.
 
         Reservoir draws come from torch's global generator, whose state training checkpoints save.
+
+        Args:
+            input_ids: `[T]` token ids.
+            token_loss: which predictions count and against what (`methods.token_loss`): the weighted mean
+                over every prediction. None: the official loss (segment means, summed; the value returned is
+                their mean) for a document of >= 2 whole segments; a shorter or ragged one (a short text used
+                whole) gets every prediction's NLL through a `TokenLoss`, as the official loss needs whole segments.
         """
         if self.train_config.objective == "autoencode":
+            if token_loss is not None:
+                raise UserError("uio's objective=autoencode is its own loss: train it with --loss all --objective lm")
             return self._backward_autoencode(input_ids)
+        segment = self.config.segment
+        if token_loss is None and (input_ids.numel() % segment or input_ids.numel() < 2 * segment):
+            token_loss = TokenLoss.every_token(input_ids.to(self.backbone.device))
         document = trainer.run_document(
-            self.backbone, self.adapters, input_ids, self.config.segment, self.config.memory_tokens,
-            self.train_config, trainer.reservoir_draws(),
+            self.backbone, self.adapters, input_ids, segment, self.config.memory_tokens,
+            self.train_config, trainer.reservoir_draws(), token_loss,
         )  # fmt: skip
-        return sum(document.losses) / len(document.losses)
+        return document.value()
 
     def _backward_autoencode(self, input_ids: torch.Tensor) -> float:
         """The auto-encoding objective: every segment of the document decoded back from its own memory."""

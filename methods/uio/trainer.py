@@ -21,6 +21,12 @@ Every strategy gets the transfer head's direct gradient exactly. The loss of seg
 trainable path (no memory yet; text uses frozen weights) and is skipped, as in the official code.
 Each segment's loss is its mean next-token cross-entropy within the segment; losses are summed over
 segments, as in the official long-book data (`src/data.py`); gradient clipping normalises the scale.
+
+With a `TokenLoss` (answer tokens only, distillation: `methods.token_loss`) the document's loss is instead
+the weighted mean over all its predictions, the one `score()` makes: segment t's decoding also predicts the
+first token of segment t + 1, segment 0's predictions count in the value (without a gradient), and a segment
+with no weighted prediction is not decoded at all. The last segment may then be shorter than the others
+(a task record is used whole), and a one-segment document has a loss but no gradient.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 
 from methods.attention import rotate
 from methods.backbone import Backbone
+from methods.token_loss import TokenLoss
 from methods.uio.adapters import UIOAdapters
 from methods.uio.config import UIOTrainConfig
 from methods.uio.kernels import decoder_attention
@@ -62,40 +69,58 @@ class MemoryPrefixAttention:
         return decoder_attention(rotate(q, cos, sin), keys, values, self.backbone.scale)
 
 
-def segment_loss(backbone: Backbone, adapters: UIOAdapters, ids: torch.Tensor, memories: list[torch.Tensor]):
-    """Mean next-token cross-entropy within a segment decoded after `memories` (each `[L, m, D]`).
+def segment_hidden(backbone: Backbone, adapters: UIOAdapters, ids: torch.Tensor, memories: list[torch.Tensor]):
+    """`[l, D]` final hidden states of a segment's tokens decoded after `memories` (each `[L, m, D]`).
 
     Args:
         backbone: the frozen decoder.
         adapters: UIO's adapters (the transfer head is used here).
         ids: `[l]` token ids of the segment.
         memories: memory states of the earlier segments, oldest first.
-
-    Returns:
-        scalar loss.
     """
     start = sum(memory.shape[1] for memory in memories)
     positions = torch.arange(start, start + ids.numel(), device=backbone.device)
     attention = MemoryPrefixAttention(backbone, adapters, memories)
-    hidden = backbone(backbone.embed(ids[None]), positions, attention)[0]
+    return backbone(backbone.embed(ids[None]), positions, attention)[0]
+
+
+def segment_loss(backbone: Backbone, adapters: UIOAdapters, ids: torch.Tensor, memories: list[torch.Tensor]):
+    """Mean next-token cross-entropy within a segment decoded after `memories` (the official segment loss)."""
+    hidden = segment_hidden(backbone, adapters, ids, memories)
     return -backbone.token_logprobs(hidden[:-1], ids[1:]).mean()
 
 
 class Document:
-    """One document's segments, encoder graphs and memory leaves, with the flush every strategy uses."""
+    """One document's segments, encoder graphs and memory leaves, with the flush every strategy uses.
 
-    def __init__(self, backbone: Backbone, adapters: UIOAdapters, input_ids: torch.Tensor, segment: int, m: int):
-        if input_ids.numel() % segment or input_ids.numel() < 2 * segment:
+    Without `token_loss` (the official loss) a document is >= 2 whole segments; with one, any length >= 2
+    tokens, the last segment possibly shorter.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        adapters: UIOAdapters,
+        input_ids: torch.Tensor,
+        segment: int,
+        m: int,
+        token_loss: TokenLoss | None = None,
+    ):
+        if token_loss is None and (input_ids.numel() % segment or input_ids.numel() < 2 * segment):
             raise ValueError(f"a training document is >= 2 whole segments of {segment} tokens, got {input_ids.numel()}")
+        if input_ids.numel() < 2:
+            raise ValueError("a training document needs at least 2 tokens")
         self.backbone, self.adapters, self.memory_tokens = backbone, adapters, m
-        self.segments = input_ids.to(backbone.device).view(-1, segment)
+        self.input_ids = input_ids.to(backbone.device)
+        self.segments = self.input_ids.split(segment)
+        self.segment, self.token_loss = segment, token_loss
         self.graphs: dict[int, torch.Tensor] = {}  # segment index -> memory with its encoder graph
         self.leaves: list[torch.Tensor] = []
         self.encoder_backwards = 0  # backward passes through encoder graphs (what `tbptt` pays O(T*S) of)
         self.losses: list[float] = []
 
     def __len__(self) -> int:
-        return self.segments.shape[0]
+        return len(self.segments)
 
     def encode(self, index: int) -> torch.Tensor:
         """Memory of segment `index` with its graph; also kept as a detached leaf that gathers gradient."""
@@ -108,11 +133,25 @@ class Document:
     def _count(self, grad: torch.Tensor) -> None:
         self.encoder_backwards += 1
 
-    def loss(self, index: int, memories: list[torch.Tensor]) -> torch.Tensor:
-        """Loss of segment `index` over `memories`; its value is logged."""
-        loss = segment_loss(self.backbone, self.adapters, self.segments[index], memories)
+    def loss(self, index: int, memories: list[torch.Tensor]) -> torch.Tensor | None:
+        """Loss of segment `index` over `memories` (None: no weighted prediction in it); its value is logged."""
+        if self.token_loss is None:
+            loss = segment_loss(self.backbone, self.adapters, self.segments[index], memories)
+        else:
+            first = index * self.segment + 1  # the token its first position predicts
+            predicted = min(self.segments[index].numel(), self.input_ids.numel() - first)
+            if not self.token_loss.counts(first, predicted):
+                return None
+            hidden = segment_hidden(self.backbone, self.adapters, self.segments[index], memories)
+            loss = self.token_loss.stretch(self.backbone, hidden[:predicted], first) / self.token_loss.total
         self.losses.append(float(loss.detach()))
         return loss
+
+    def value(self) -> float:
+        """The document's loss: the mean of its segment losses (official), or the weighted mean of its predictions."""
+        if self.token_loss is None:
+            return sum(self.losses) / len(self.losses)
+        return sum(self.losses)
 
     def flush(self, index: int | None) -> None:
         """Backpropagate segment `index`'s encoder graph once with its leaf's gradient, then free it."""
@@ -126,13 +165,14 @@ class Document:
 
 def bptt(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> None:
     """Full backpropagation: the sum of all losses through every encoder graph at once."""
-    memories, total = [], 0.0
+    memories, total = [], None
     for index in range(len(doc)):
-        if index:
-            total = total + doc.loss(index, memories)
+        loss = doc.loss(index, memories) if index else None
+        if loss is not None:
+            total = loss if total is None else total + loss
         if index < len(doc) - 1:
             memories.append(doc.encode(index))
-    total.backward()
+    _backward(total)
 
 
 def tbptt(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> None:
@@ -141,7 +181,7 @@ def tbptt(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) -> 
     for index in range(len(doc)):
         if index:
             memories = [doc.graphs[s] if s >= index - window else doc.leaves[s].detach() for s in range(index)]
-            doc.loss(index, memories).backward(retain_graph=True)
+            _backward(doc.loss(index, memories), retain_graph=True)
             doc.graphs.pop(index - window, None)  # no later loss reaches it
         if index < len(doc) - 1:
             doc.encode(index)
@@ -152,7 +192,7 @@ def incremental(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int
     window = config.window
     for index in range(len(doc)):
         if index:
-            doc.loss(index, doc.leaves).backward()
+            _backward(doc.loss(index, doc.leaves))
         if index < len(doc) - 1:
             doc.encode(index)
         doc.flush(index - window if index >= window else None)
@@ -172,7 +212,7 @@ def unbiased(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) 
             saved = [leaf.grad for leaf in doc.leaves]
             for leaf in doc.leaves:
                 leaf.grad = None
-            doc.loss(index, doc.leaves).backward()
+            _backward(doc.loss(index, doc.leaves))
             # 1 / P(a memory < index is still in the reservoir)
             factor = max(1.0, index / window) if config.compensation else 1.0
             for leaf, before in zip(doc.leaves, saved, strict=True):
@@ -196,6 +236,12 @@ def unbiased(doc: Document, config: UIOTrainConfig, draw: Callable[[int], int]) 
             doc.flush(newest)
     for index in reservoir:
         doc.flush(index)
+
+
+def _backward(loss: torch.Tensor | None, retain_graph: bool = False) -> None:
+    """Backpropagate a segment's loss; a segment with no weighted prediction has none."""
+    if loss is not None:
+        loss.backward(retain_graph=retain_graph)
 
 
 RUNS: dict[str, Callable[[Document, UIOTrainConfig, Callable[[int], int]], None]] = {
@@ -228,9 +274,17 @@ def run_document(
     memory_tokens: int,
     config: UIOTrainConfig,
     draw: Callable[[int], int],
+    token_loss: TokenLoss | None = None,
 ) -> Document:
-    """Accumulate one document's gradient into the adapters' `.grad` under `config.strategy`."""
-    doc = Document(backbone, adapters, input_ids, segment, memory_tokens)
+    """Accumulate one document's gradient into the adapters' `.grad` under `config.strategy`.
+
+    With `token_loss`, segment 0's weighted predictions are scored first, without a gradient (none reaches
+    the adapters from them), so the document's value is the whole weighted mean.
+    """
+    doc = Document(backbone, adapters, input_ids, segment, memory_tokens, token_loss)
+    if token_loss is not None:
+        with torch.no_grad():
+            doc.loss(0, [])
     RUNS[config.strategy](doc, config, draw)
     return doc
 
