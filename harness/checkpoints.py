@@ -134,10 +134,11 @@ def training_budget(directory: str) -> dict[str, Any]:
 def steps_seen(rows: list[dict[str, Any]], documents_per_step: int) -> dict[str, int]:
     """Steps, documents and tokens of loss-log rows (`seen`).
 
-    A row logged before rows counted their documents took `documents_per_step`.
+    A row logged before rows counted their documents took `documents_per_step`; one logged before rows
+    counted their tokens (every document then had the stage's length) took `seq_len` per document.
     """
     documents = [row.get("documents", documents_per_step) for row in rows]
-    tokens = sum(row["seq_len"] * n for row, n in zip(rows, documents, strict=True))
+    tokens = sum(row.get("tokens", row["seq_len"] * n) for row, n in zip(rows, documents, strict=True))
     return {"steps": len(rows), "documents": sum(documents), "tokens": tokens}
 
 

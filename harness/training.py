@@ -30,6 +30,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,18 +44,31 @@ from tqdm import tqdm
 from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRAINED_KEY, steps_seen
 from harness.errors import UserError
 from harness.models import load_model
-from harness.training_data import Documents, load_texts, tokenize
+from harness.objectives import check_teacher_window, document_loss
+from harness.training_data import Documents, RecordDocuments, VaryingDocuments, load_records, load_texts, tokenize
 
 STATE_FILE = "trainer_state.pt"
 
 
 class Stage(BaseModel):
-    """A stretch of training on documents of one length."""
+    """A stretch of training on documents of one length, or of lengths drawn from a set (`lengths`).
+
+    With `lengths` (`--stages 64/128/256:100`, BABILong's `--vary_n_segments` over 1..n segments) each
+    document's length is drawn from the set and `seq_len` is the longest. For prompt/answer records
+    `seq_len` caps the records of the stage: each is used whole, and a longer one is left out of it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq_len: int = Field(ge=1)
     steps: int = Field(ge=1)
+    lengths: list[int] | None = Field(None, min_length=2)
+
+    @model_validator(mode="after")
+    def _longest(self) -> Stage:
+        if self.lengths is not None and (min(self.lengths) < 1 or max(self.lengths) != self.seq_len):
+            raise ValueError(f"a stage's lengths are positive and the longest is its seq_len, got {self.lengths}")
+        return self
 
 
 class TrainSpec(BaseModel):
@@ -76,6 +90,10 @@ class TrainSpec(BaseModel):
     device: str = "cpu"
     data: str
     text_field: str = "text"
+    prompt_field: str | None = None
+    answer_field: str | None = None
+    loss: Literal["all", "answer", "long"] = "all"
+    objective: Literal["lm", "distill"] = "lm"
     split: str = "train"
     allow_test_data: bool = False
     steps: int | None = Field(None, ge=1)
@@ -101,7 +119,20 @@ class TrainSpec(BaseModel):
             raise ValueError("give --steps and --seq-len, or --stages LEN:STEPS,...")
         if self.stages is not None and (self.steps is not None or self.seq_len is not None):
             raise ValueError("--stages replaces --steps and --seq-len: give one or the other")
+        if (self.prompt_field is None) != (self.answer_field is None):
+            raise ValueError("give --prompt-field and --answer-field together (records of a prompt and its answer)")
+        if self.loss == "answer" and self.prompt_field is None:
+            raise ValueError("--loss answer needs records with a prompt and an answer: --prompt-field, --answer-field")
+        if self.records and any(stage.lengths for stage in self.plan):
+            raise ValueError(
+                "records are used whole, at their own lengths: a stage's length caps them (no LEN/LEN sets)"
+            )
         return self
+
+    @property
+    def records(self) -> bool:
+        """The data are prompt/answer records (else texts cut into documents)."""
+        return self.prompt_field is not None
 
     @property
     def plan(self) -> list[Stage]:
@@ -300,7 +331,10 @@ def train(
     config, train_config = method_configs(spec)  # validated before anything is read or loaded
     previous = check_out(spec, resume)
     resumed = load_state(previous) if previous is not None else None
-    texts = load_texts(spec.data, spec.text_field, spec.split, spec.allow_test_data)
+    if spec.records:
+        texts = load_records(spec.data, spec.prompt_field, spec.answer_field, spec.split, spec.allow_test_data)
+    else:
+        texts = load_texts(spec.data, spec.text_field, spec.split, spec.allow_test_data)
     torch.manual_seed(spec.seed)  # adapters draw their initial weights from it
     # Under `accelerate launch` (torchrun): this process's rank and device; on CPU, gloo between processes.
     process = PartialState(cpu=spec.device == "cpu")
@@ -326,9 +360,12 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][process.process_index] if isinstance(state["rng"], list) else state["rng"])
     state.setdefault("stage", 0)  # a checkpoint from before stages: one stage
-    tokens = tokenize(texts, method.tokenizer)
-    # Each stage has its own seeded order of its own windows, from its first document on.
-    documents = [Documents(texts, method.tokenizer, stage.seq_len, spec.seed, tokens=tokens) for stage in spec.plan]
+    documents = stage_documents(spec, texts, method.tokenizer, progress)
+    if spec.objective == "distill" or spec.loss == "long":
+        check_teacher_window(spec, method.model)
+    segment = getattr(method.config, "segment", None)  # the local context of `--loss long`
+    if spec.loss == "long" and segment is None:
+        raise UserError(f"--loss long needs a method with segments (its local context); {spec.method} has none")
     cuda = method.backbone.device.type == "cuda"
     accelerator = Accelerator(
         cpu=spec.device == "cpu",
@@ -346,13 +383,19 @@ def train(
             if stage != state["stage"]:
                 state["stage"], state["position"] = stage, 0
             seq_len = spec.plan[stage].seq_len
-            start, losses = time.perf_counter(), []
+            start, losses, tokens, teacher_s = time.perf_counter(), [], 0, 0.0
             for _ in range(spec.accumulation):
                 index = state["position"] * process.num_processes + process.process_index
+                example = documents[stage][index]
                 with accelerator.autocast():
-                    losses.append(method.backward_document(documents[stage][index]))
+                    before = time.perf_counter()
+                    token_loss = document_loss(spec, example, method.model, segment)
+                    teacher_s += time.perf_counter() - before
+                    losses.append(method.backward_document(example.ids, token_loss))
+                tokens += example.ids.numel()
                 state["position"] += 1
             loss = _average(accelerator, parameters, sum(losses) / len(losses), spec.accumulation)
+            tokens = _total(accelerator, tokens)
             norm = float(torch.nn.utils.clip_grad_norm_(parameters, spec.clip))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -363,8 +406,10 @@ def train(
             row = {
                 "step": state["step"], "stage": stage, "seq_len": seq_len, "loss": loss,
                 "grad_norm": norm, "lr": lr, "seconds": seconds, "documents": per_step,
-                "tokens_per_s": seq_len * per_step / seconds,
+                "tokens": tokens, "tokens_per_s": tokens / seconds,
             }  # fmt: skip
+            if spec.objective == "distill":
+                row["teacher_seconds"] = teacher_s  # the teacher's forward passes inside `seconds`
             state["log"].append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
             bar.update(1)
@@ -384,6 +429,28 @@ def train(
     return state["log"]
 
 
+def stage_documents(spec: TrainSpec, texts, tokenizer, progress: bool = True) -> list:
+    """Each stage's documents, in its own seeded order from its first document on.
+
+    Texts are cut into windows of the stage's length (or of each length of its set); records are used whole
+    up to the stage's length, and how many a stage leaves out is said on stderr.
+    """
+    if spec.records:
+        stages = [RecordDocuments(texts, tokenizer, stage.seq_len, spec.seed) for stage in spec.plan]
+        for number, documents in enumerate(stages, 1):
+            if documents.left_out and progress:
+                print(f"lch: stage {number} leaves out {documents.left_out} records longer than "
+                      f"{spec.plan[number - 1].seq_len} tokens", file=sys.stderr)  # fmt: skip
+        return stages
+    tokens = tokenize(texts, tokenizer)
+    return [
+        VaryingDocuments(texts, tokenizer, stage.lengths, spec.seed, tokens)
+        if stage.lengths
+        else Documents(texts, tokenizer, stage.seq_len, spec.seed, tokens=tokens)
+        for stage in spec.plan
+    ]
+
+
 def _average(accelerator, parameters: list[torch.nn.Parameter], loss: float, accumulation: int) -> float:
     """Gradients and loss averaged over the accumulated documents and the processes; returns the loss.
 
@@ -400,6 +467,13 @@ def _average(accelerator, parameters: list[torch.nn.Parameter], loss: float, acc
     for parameter, grad in zip(parameters, flat.split([p.numel() for p in parameters]), strict=True):
         parameter.grad = grad.view_as(parameter)
     return float(accelerator.reduce(torch.tensor([loss], dtype=torch.float64, device=flat.device), reduction="mean"))
+
+
+def _total(accelerator, count: int) -> int:
+    """`count` summed over the processes."""
+    if accelerator.num_processes == 1:
+        return count
+    return int(accelerator.reduce(torch.tensor([count], device=accelerator.device), reduction="sum"))
 
 
 def _hyperparameters(spec: TrainSpec) -> dict[str, Any]:

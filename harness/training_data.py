@@ -156,16 +156,60 @@ def _readable(data: str) -> Iterator[None]:
 
 def _records(dataset, data: str, text_field: str) -> list[Text]:
     """The `text_field` of each record of `dataset`, read as a book is (a null text is an empty one)."""
+    values = _field(dataset, data, text_field, "--text-field")
+    return [Text(f"{data}[{index}]", strip_gutenberg(value)) for index, value in enumerate(values)]
+
+
+def _field(dataset, data: str, field: str, flag: str) -> list[str]:
+    """The text of `field` in each record, LF line ends (a null is empty); a missing or non-text field is refused."""
     if len(dataset) == 0:
         raise UserError(f"--data '{data}' holds no records")
     fields = dataset.features
-    if text_field not in fields:
-        raise UserError(f"--text-field '{text_field}' is not a field of '{data}'; its fields: {', '.join(fields)}")
-    kind = getattr(fields[text_field], "dtype", type(fields[text_field]).__name__)
+    if field not in fields:
+        raise UserError(f"{flag} '{field}' is not a field of '{data}'; its fields: {', '.join(fields)}")
+    kind = getattr(fields[field], "dtype", type(fields[field]).__name__)
     if kind not in ("string", "large_string"):
-        raise UserError(f"--text-field '{text_field}' of --data '{data}' is not text but {kind}")
-    values = ("" if value is None else value.replace("\r\n", "\n").replace("\r", "\n") for value in dataset[text_field])
-    return [Text(f"{data}[{index}]", strip_gutenberg(value)) for index, value in enumerate(values)]
+        raise UserError(f"{flag} '{field}' of --data '{data}' is not text but {kind}")
+    return ["" if value is None else value.replace("\r\n", "\n").replace("\r", "\n") for value in dataset[field]]
+
+
+class Record(NamedTuple):
+    """One task-shaped training record: a prompt and its answer (`DATA[i]` names the i-th)."""
+
+    name: str
+    prompt: str
+    answer: str
+
+
+def load_records(
+    data: str, prompt_field: str, answer_field: str, split: str = "train", allow_test_data: bool = False
+) -> list[Record]:
+    """The prompt and answer of each record of `--data` (jsonl/parquet, saved or hub dataset), in order.
+
+    A record whose prompt holds a PG19 test book (by content) is skipped unless allowed, as texts are.
+
+    Raises:
+        UserError: `data` holds no records, or a field is missing or not text.
+    """
+    books, tables = _files(data)
+    if books:
+        raise UserError(f"--data '{data}' holds .txt books: --prompt-field and --answer-field need records")
+    dataset = _dataset(data, tables, split)
+    prompts = _field(dataset, data, prompt_field, "--prompt-field")
+    answers = _field(dataset, data, answer_field, "--answer-field")
+    pairs = enumerate(zip(prompts, answers, strict=True))
+    records = [Record(f"{data}[{i}]", prompt, answer) for i, (prompt, answer) in pairs]
+    if allow_test_data:
+        return records
+    kept = [record for record in records if pg19_test_book(record.prompt) is None]
+    if not kept:
+        raise UserError(f"--data '{data}' holds only PG19 test books, which are for evaluation (--allow-test-data)")
+    if len(kept) < len(records):
+        print(
+            f"lch: skipping {len(records) - len(kept)} records holding PG19 test books (evaluation data)",
+            file=sys.stderr,
+        )
+    return kept
 
 
 def tokenize(texts: list[Text], tokenizer) -> list[torch.Tensor]:
@@ -173,24 +217,93 @@ def tokenize(texts: list[Text], tokenizer) -> list[torch.Tensor]:
     return [torch.tensor(tokenizer(text.text, add_special_tokens=False)["input_ids"]) for text in texts]
 
 
+class Example(NamedTuple):
+    """One training document: its token ids and, for a prompt/answer record, where the answer starts."""
+
+    ids: torch.Tensor
+    answer: int | None = None  # index of the first answer token; the answer (and EOS) runs to the end
+
+
 class Documents:
     """Non-overlapping `seq_len`-token windows of the texts, in a seeded order reshuffled each epoch.
 
-    Document `i` is a pure function of (texts, tokenizer, seq_len, seed, i), so resuming needs only `i`.
+    A text shorter than `seq_len` is one document, whole; a longer one gives its windows (the rest after
+    the last whole window is not trained on). Document `i` is a pure function of (texts, tokenizer,
+    seq_len, seed, i), so resuming needs only `i`.
     """
 
     def __init__(self, texts: list[Text], tokenizer, seq_len: int, seed: int, tokens: list[torch.Tensor] | None = None):
         self.tokens = tokens or tokenize(texts, tokenizer)
-        self.windows = [(b, s) for b, ids in enumerate(self.tokens) for s in range(0, len(ids) - seq_len + 1, seq_len)]
+        self.windows = [
+            (b, s, min(seq_len, len(ids)))
+            for b, ids in enumerate(self.tokens)
+            for s in range(0, max(1, len(ids) - seq_len + 1), seq_len)
+            if len(ids) >= 2
+        ]
         if not self.windows:
-            raise UserError(f"no book in the data holds {seq_len} tokens (--seq-len)")
-        self.seq_len, self.seed = seq_len, seed
-        self._epoch, self._order = -1, []
+            raise UserError("no text in the data holds 2 tokens")
+        self.seq_len = seq_len
+        self.order = EpochOrder(len(self.windows), seed)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        epoch, offset = divmod(index, len(self.windows))
+    def __getitem__(self, index: int) -> Example:
+        book, start, length = self.windows[self.order[index]]
+        return Example(self.tokens[book][start : start + length])
+
+
+class VaryingDocuments:
+    """Documents whose length is drawn from a set, one draw per document (BABILong's `--vary_n_segments`).
+
+    Document `i` has length `lengths[k]`, k drawn from a generator seeded by (seed, i), and is document `i` of
+    that length's `Documents`: a pure function of `i`, so resuming needs only `i`.
+    """
+
+    def __init__(self, texts: list[Text], tokenizer, lengths: list[int], seed: int, tokens: list[torch.Tensor]):
+        self.lengths, self.seed = lengths, seed
+        self.by_length = {length: Documents(texts, tokenizer, length, seed, tokens) for length in lengths}
+
+    def __getitem__(self, index: int) -> Example:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        length = self.lengths[int(torch.randint(len(self.lengths), (1,), generator=generator))]
+        return self.by_length[length][index]
+
+
+class RecordDocuments:
+    """Prompt/answer records as documents `prompt + answer + EOS`, each whole, in a seeded order reshuffled each epoch.
+
+    A record longer than `max_len` tokens is left out (a curriculum's short stage takes the short records of
+    a set of mixed lengths); none fitting is an error. Prompt and answer are tokenized apart, so the answer's
+    first token is where the answer begins.
+    """
+
+    def __init__(self, records: list[Record], tokenizer, max_len: int, seed: int):
+        eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+        self.examples = []
+        for record in records:
+            prompt = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
+            answer = tokenizer(record.answer, add_special_tokens=False)["input_ids"] + eos
+            if not prompt or not answer:
+                raise UserError(f"record {record.name} has an empty prompt or answer")
+            if len(prompt) + len(answer) <= max_len:
+                self.examples.append(Example(torch.tensor(prompt + answer), len(prompt)))
+        if not self.examples:
+            raise UserError(f"no record fits in {max_len} tokens (prompt + answer + EOS); raise the stage's length")
+        self.left_out = len(records) - len(self.examples)
+        self.order = EpochOrder(len(self.examples), seed)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[self.order[index]]
+
+
+class EpochOrder:
+    """Which of `size` items the `index`-th draw takes: a permutation seeded by `seed + epoch`, one per epoch."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self._epoch, self._order = -1, torch.arange(0)
+
+    def __getitem__(self, index: int) -> int:
+        epoch, offset = divmod(index, self.size)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._order = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(self.seed + epoch))
-        book, start = self.windows[int(self._order[offset])]
-        return self.tokens[book][start : start + self.seq_len]
+            self._order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+        return int(self._order[offset])

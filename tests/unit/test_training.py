@@ -58,7 +58,9 @@ def test_stopped_and_resumed_run_has_the_uninterrupted_losses(data, tmp_path):
     assert [row["step"] for row in log] == list(range(1, 7))
 
 
-@pytest.mark.parametrize("plan", [["--steps", "40", "--seq-len", "512"], ["--stages", "256:20,512:20"]])
+@pytest.mark.parametrize(
+    "plan", [["--steps", "40", "--seq-len", "512"], ["--stages", "256:20,512:20"], ["--stages", "128/256/512:40"]]
+)
 def test_kill_9_then_resume_reproduces_the_losses(plan, data, tmp_path):
     args = [
         sys.executable, "-m", "harness.cli", "train", "uio", "--model", "tiny-random-llama", "--data", str(data),
