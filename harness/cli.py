@@ -7,6 +7,7 @@ lch results results/lch.sqlite             mean score per method x task x length
 lch report results/lch.sqlite --out rep    comparison report: markdown, HTML, figures
 lch train uio --data DIR --steps N ...     train a method's adapters (checkpoints, --resume)
 lch export-tokenizer                       a local HF directory of the model, for lm-eval (tokenizer=DIR)
+lch make-data babi --out F.jsonl --n N     generated training records (prompt, answer) as JSONL
 """
 
 from __future__ import annotations
@@ -52,19 +53,26 @@ def _positive_ints(text: str, flag: str = "--lengths") -> list[int]:
     return values
 
 
-def _stages(text: str) -> list[dict[str, int]]:
-    """`"4096:60,16384:20"` -> `[{"seq_len": 4096, "steps": 60}, ...]`; anything else is a one-line error."""
+def _stages(text: str) -> list[dict[str, Any]]:
+    """`"4096:60,1024/2048:20"` -> stages (a set of lengths as `lengths`); anything else is a one-line error.
+
+    E.g. `[{"seq_len": 4096, "steps": 60}, {"seq_len": 2048, "steps": 20, "lengths": [1024, 2048]}]`.
+    """
     stages = []
     for item in text.split(","):
         length, _, steps = item.partition(":")
         try:
-            stages.append({"seq_len": int(length), "steps": int(steps)})
+            lengths, count = [int(value) for value in length.split("/")], int(steps)
         except ValueError:
             raise UserError(
-                f"--stages must look like LEN:STEPS,LEN:STEPS (e.g. 4096:60,16384:20), got '{text}'"
+                f"--stages must look like LEN:STEPS,LEN/LEN:STEPS (e.g. 4096:60,1024/2048:20), got '{text}'"
             ) from None
-        if min(stages[-1].values()) < 1:
+        if min(*lengths, count) < 1:
             raise UserError(f"--stages lengths and steps must be positive, got '{item}'")
+        stage = {"seq_len": max(lengths), "steps": count}
+        if len(set(lengths)) > 1:
+            stage["lengths"] = sorted(set(lengths))
+        stages.append(stage)
     return stages
 
 
@@ -86,6 +94,11 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("tasks:")
     for name in TASKS.names():
         print(f"  {name:<14} {TASKS.get(name).description}")
+    from tasks.generated import GENERATORS
+
+    print("generators (lch make-data):")
+    for name in GENERATORS.names():
+        print(f"  {name:<14} {GENERATORS.get(name).description}")
     print("models:")
     for name, entry in EMBEDDED.items():
         print(f"  {name:<14} {entry.description} (default)")
@@ -200,7 +213,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = {
         "method": args.method, "model": args.model, "dtype": args.dtype, "device": args.device,
         "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
-        "text_field": args.text_field, "split": args.split,
+        "text_field": args.text_field, "split": args.split, "prompt_field": args.prompt_field,
+        "answer_field": args.answer_field, "loss": args.loss, "objective": args.objective,
         "stages": _stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
         "seed": args.seed, "out": args.out,
@@ -252,7 +266,8 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)  # the adapters' initial weights
     method = cls(model, tokenizer, config)
     documents = Documents(texts, tokenizer, args.seq_len, args.seed)
-    result = table(fidelity(method, [documents[i] for i in range(args.documents)], strategies, windows, args.seeds))
+    chosen = [documents[i].ids for i in range(args.documents)]
+    result = table(fidelity(method, chosen, strategies, windows, args.seeds))
     print(result.to_csv(index=False, float_format="%.4f") if args.csv else result.to_string(index=False))
 
 
@@ -272,6 +287,47 @@ def cmd_export_tokenizer(args) -> None:
         AutoTokenizer.from_pretrained(directory).save_pretrained(args.out)
         directory = Path(args.out)
     print(directory.resolve())
+
+
+def _generator_options(extra: list[str], cls) -> dict[str, Any]:
+    """`--name value` flags after the generator's name -> its options, each name checked against its config."""
+    fields = list(cls.Config.model_fields)
+    if len(extra) % 2 or not all(flag.startswith("--") for flag in extra[::2]):
+        raise UserError(f"generator options come as --name value pairs, got '{' '.join(extra)}' (lch make-data --help)")
+    options: dict[str, Any] = {}
+    for flag, value in zip(extra[::2], extra[1::2], strict=True):
+        name = flag.removeprefix("--").replace("-", "_")
+        if name not in fields:
+            listed = ", ".join("--" + field.replace("_", "-") for field in fields)
+            raise UserError(f"unknown option '{flag}' for generator {cls.name}. Valid: {listed}")
+        options |= _options([f"{name}={value}"], flag)
+    return options
+
+
+def _tokenizer(model: str):
+    """The tokenizer alone of `model`: a built-in alias (exported once), a local directory, or a hub id."""
+    from transformers import AutoTokenizer
+
+    from harness.models import export_dir, model_names
+
+    source = export_dir(model) if model in model_names() or Path(model).is_dir() else model
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:  # no such hub id, offline, a folder without a tokenizer
+        raise UserError(f"--model '{model}': no tokenizer found ({str(error).strip().splitlines()[0]})") from None
+
+
+def cmd_make_data(args: argparse.Namespace) -> None:
+    """Write `--n` records of a generator to `--out` (JSONL, written atomically)."""
+    from harness.sweep import validate
+    from tasks.generated import GENERATORS, write_jsonl
+
+    cls = GENERATORS.get(args.name)
+    config = validate(cls.Config, _generator_options(args.extra, cls), f"generator '{cls.name}'")
+    _positive(args.n, "--n")
+    generator = cls(config, _tokenizer(args.model) if cls.needs_tokenizer else None)
+    count = write_jsonl(generator.records(args.n, args.seed), args.out)
+    print(f"{count} {cls.name} records written to {args.out}")
 
 
 def _command() -> str:
@@ -353,6 +409,22 @@ def parser() -> argparse.ArgumentParser:
         "dataset name (PG19 test books are skipped, found by file name and by content)",
     )  # fmt: skip
     tr.add_argument("--text-field", default="text", help="the records' field holding the text (default text)")
+    tr.add_argument(
+        "--prompt-field", help="records of a prompt and an answer: the prompt's field (with --answer-field); the "
+        "document is prompt + answer + EOS, used whole up to the stage's length (longer records are left out)",
+    )  # fmt: skip
+    tr.add_argument("--answer-field", help="the records' field holding the answer (with --prompt-field)")
+    tr.add_argument(
+        "--loss", choices=("all", "answer", "long"), default="all",
+        help="which predictions count: all tokens (default; each method's official loss), the answer tokens and "
+        "EOS of prompt/answer records, or long: the tokens whose base-model log-prob gains > 2 nats from the "
+        "context before their segment (LongPPL's key tokens; methods with segments)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--objective", choices=("lm", "distill"), default="lm",
+        help="lm: next-token NLL (default); distill: KL to the base model reading the whole document with full "
+        "attention (the teacher, inside its trained window), per counted prediction",
+    )  # fmt: skip
     tr.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default train)")
     tr.add_argument("--allow-test-data", action="store_true", help="also train on the PG19 test books")
     tr.add_argument("--steps", type=int, help="optimizer steps (or --stages)")
@@ -360,7 +432,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--stages",
         help="LEN:STEPS,... train in stages of document lengths, e.g. 4096:60,16384:20 (one optimizer and "
-        "schedule over all steps); replaces --steps and --seq-len",
+        "schedule over all steps); LEN/LEN/...:STEPS draws each document's length from the set, e.g. "
+        "512/1024/1536/2048:100 (BABILong's 1..n segments); replaces --steps and --seq-len",
     )
     tr.add_argument("--accumulation", type=int, default=1, help="documents per optimizer step (default 1)")
     official = "the method's official default (uio: lr 1e-4, weight decay 0.1, warm-up 0.01, cosine; longlora: "
@@ -422,6 +495,36 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", default="smollm2-135m", help="built-in alias or local dir (default smollm2-135m)")
     ex.add_argument("--out", help="also save the tokenizer alone into this directory and print it instead")
     ex.set_defaults(fn=cmd_export_tokenizer)
+
+    from tasks.generated import GENERATORS
+
+    def shown(value: Any) -> str:
+        """A default as it would be given on the command line; None and [] are 'auto' (documented per generator)."""
+        return ",".join(map(str, value)) if isinstance(value, list | tuple) and value else str(value or "auto")
+
+    listed = "\n".join(
+        f"  {name:<16} {GENERATORS.get(name).description}\n  {'':<16} options: "
+        + ", ".join(
+            f"--{field.replace('_', '-')} {shown(info.default)}"
+            for field, info in GENERATORS.get(name).Config.model_fields.items()
+        )
+        for name in GENERATORS.names()
+    )
+    md = sub.add_parser(
+        "make-data", help="generated training records (prompt, answer) as JSONL, e.g. passkey, babi",
+        description="generators, with their options as --name value and their defaults (auto: each generator's "
+        f"documented choice, tasks/generated/NAME.py):\n{listed}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    md.add_argument("name", help="the generator (listed above)")
+    md.add_argument("--out", required=True, help="the JSONL file to write (one record per line)")
+    md.add_argument("--n", type=int, required=True, help="number of records")
+    md.add_argument("--seed", type=int, default=0, help="the records' seed (default 0)")
+    md.add_argument(
+        "--model", default="smollm2-135m",
+        help="whose tokenizer counts the lengths, for generators that need one (default smollm2-135m)",
+    )  # fmt: skip
+    md.set_defaults(fn=cmd_make_data)
     return top
 
 
@@ -446,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors (usage errors included) print one line and exit 2."""
     try:
         args, args.extra = parser().parse_known_args(argv)
-        if args.extra and args.fn not in (cmd_train, cmd_gradients):  # they take the method's options as flags
+        if args.extra and args.fn not in (cmd_train, cmd_gradients, cmd_make_data):  # they take options as flags
             parser().parse_args(argv)  # the usual one-line "unrecognized arguments" error
         with _quiet_loading(getattr(args, "quiet", False)):
             args.fn(args)

@@ -29,6 +29,36 @@ QUESTION = "What is the pass key?"
 ANSWER_PREFIX = "The pass key is"
 
 
+class PasskeyPrompt:
+    """The Landmark prompt in one tokenizer's ids, cut to an exact length: the task's and `lch make-data`'s.
+
+    The task line, filler and question are tokenized once; each prompt tokenizes only its needle.
+
+    Args:
+        tokenizer: the tokenizer whose tokens are counted.
+        prefix: ids before the task line (a BOS, or the chat template's opening).
+        suffix: ids after the question (" The pass key is", or the chat template's generation prompt and it).
+        max_length: the longest prompt that will be asked for (sizes the filler).
+
+    """
+
+    def __init__(self, tokenizer, prefix: list[int], suffix: list[int], max_length: int):
+        self.tokenizer = tokenizer
+        self.head = prefix + ids(tokenizer, TASK_LINE + "\n")
+        self.question = ids(tokenizer, "\n" + QUESTION) + suffix
+        self.filler = ids(tokenizer, " ".join([FILLER] * (max_length // 8 + 8)))
+
+    def __call__(self, length: int, key: int, depth: float) -> tuple[list[int], int]:
+        """The ids of a prompt of exactly `length` tokens hiding `key` at `depth`, and the needle's first index."""
+        needle = ids(self.tokenizer, "\n" + NEEDLE.format(key=key) + "\n")
+        room = length - len(self.head) - len(needle) - len(self.question)
+        if room < 0 or room > len(self.filler):
+            raise ValueError(f"passkey length {length} is too short for the prompt ({length - room} tokens)")
+        before = round(depth * room)
+        prompt = self.head + self.filler[:before] + needle + self.filler[: room - before] + self.question
+        return prompt, len(self.head) + before
+
+
 class PasskeyConfig(TaskConfig):
     """Depths cycle over the samples: sample `i` puts the needle at `depths[i % len(depths)]`.
 
@@ -74,20 +104,12 @@ class Passkey(Task):
 
     def instances(self, length: int, n: int, seed: int) -> list[Instance]:
         """`n` prompts of exactly `length` tokens; the key of sample `i` is drawn from `(seed, i)`."""
-        prefix, suffix = self._frame()
-        head = prefix + self._ids(TASK_LINE + "\n")
-        question = self._ids("\n" + QUESTION) + suffix
-        filler = self._ids(" ".join([FILLER] * (length // 8 + 8)))
+        prompt = PasskeyPrompt(self.tokenizer, *self._frame(), max_length=length)
         out = []
         for index in range(n):
             depth = self.config.depths[index % len(self.config.depths)]
             key = random.Random(f"passkey-{seed}-{index}").randint(10000, 99999)
-            needle = self._ids("\n" + NEEDLE.format(key=key) + "\n")
-            room = length - len(head) - len(needle) - len(question)
-            if room < 0 or room > len(filler):
-                raise ValueError(f"passkey length {length} is too short for the prompt ({length - room} tokens)")
-            before = round(depth * room)
-            ids = head + filler[:before] + needle + filler[: room - before] + question
+            ids, needle_token = prompt(length, key, depth)
             out.append(
                 Instance(
                     id=f"passkey-{length}-{seed}-{index}",
@@ -97,7 +119,7 @@ class Passkey(Task):
                     metadata={
                         "depth": depth,
                         "chars": len(self.tokenizer.decode(ids)),
-                        "needle_token": len(head) + before,
+                        "needle_token": needle_token,
                     },
                 )
             )
