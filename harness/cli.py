@@ -397,7 +397,11 @@ def parser() -> argparse.ArgumentParser:
         "train",
         help="train a method (e.g. uio); method/train options also as flags: --segment 512 --strategy unbiased",
         description="Options the method defines come as flags too (lch train uio --segment 512 --memory-tokens 16 "
-        "--strategy unbiased --window 2); a name in both the method's config and its train config goes to the latter.",
+        "--strategy unbiased --window 2); a name in both the method's config and its train config goes to the latter. "
+        "Objectives: lm (default: every token's NLL, the method's official loss), answer (--loss answer on records of "
+        "--prompt-field and --answer-field, e.g. from lch make-data), distill (--objective distill: KL to the base "
+        "model reading the whole document). E.g. lch train rmt --data out/passkey.jsonl --prompt-field prompt "
+        "--answer-field answer --loss answer --seq-len 320 --steps 200 --segment 64 --memory-tokens 8 --out out/rmt",
     )
     tr.add_argument("method", help="a trainable method (see lch list)")
     tr.add_argument("--model", default="smollm2-135m", help="built-in alias, HF id or local dir (default smollm2-135m)")

@@ -1,12 +1,15 @@
 """The training loop every trainable method shares: optimizer, schedule, clipping, processes, logging, checkpoints.
 
-Its data (`--data` as books, jsonl/parquet records or a `datasets` dataset) comes from `harness.training_data`.
+Its data (`--data` as books, jsonl/parquet records or a `datasets` dataset; texts, or prompt/answer records)
+comes from `harness.training_data`, its objective (`lm`, `answer`, `distill`) from `harness.objectives`.
 
 A trainable method class has a `TrainConfig` (its gradient options) and, per instance,
-`train_config`, `trainable_parameters()`, `backward_document(input_ids) -> loss` (it runs its own
-backward passes), `save(dir)` and `load(dir)`, plus `check_document_length(config, seq_len)`; optionally
-`parameter_groups()`, parameters with their own learning-rate multiple. This
-module owns everything else, so a new trainable method plugs in without changing it.
+`train_config`, `trainable_parameters()`, `backward_document(input_ids, token_loss) -> loss` (it runs its
+own backward passes; `token_loss`, a `methods.token_loss.TokenLoss` or None for its official loss, says
+which predictions count and against what: the objective, from `harness.objectives`), `save(dir)` and
+`load(dir)`, plus `check_document_length(config, seq_len)`; optionally `parameter_groups()`, parameters
+with their own learning-rate multiple. This module owns everything else, so a new trainable method plugs
+in without changing it.
 
 Checkpoints hold the method's files (adapters, loadable by `lch eval --method-opt checkpoint=DIR`),
 `training.json` (what was trained, for `--resume` and for refusing another method's folder) and

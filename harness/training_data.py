@@ -8,6 +8,10 @@ stripped), so the same text trains the same, token for token, from any of them.
 
 The PG19 test books are evaluation data: they are skipped unless allowed, `.txt` books by file name
 and every text by content (`tasks.pg19_fingerprints`), since a record or a hub row has no file name.
+
+Texts become documents of a stage's length (`Documents`; a shorter text is one document, whole) or of
+lengths drawn from a set (`VaryingDocuments`); records of a prompt and an answer (`--prompt-field`,
+`--answer-field`) are documents `prompt + answer + EOS`, each whole (`RecordDocuments`).
 """
 
 from __future__ import annotations

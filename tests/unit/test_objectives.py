@@ -22,17 +22,24 @@ OPTIONS = {
 # scored NLL with full attention in training (the official ablation's), which these tests use.
 TRAIN_OPTIONS = {"longlora": {"attention": "full"}}
 LENGTH, ANSWER = 50, 40  # 3 whole segments of 16 and a last one of 2; the answer is the last 10 tokens
+# Every gradient strategy takes the weights: UIO's four (window 1, so truncation bites) and RMT's truncated BPTT.
+STRATEGIES = [
+    *[("uio", {"strategy": strategy, "window": 1}) for strategy in ("bptt", "tbptt", "incremental", "unbiased")],
+    ("rmt", {"strategy": "bptt"}),
+    ("rmt", {"strategy": "truncated", "k2": 2}),
+    ("longlora", {"attention": "full"}),
+]
 
 
 def test_every_trainable_method_is_here():
     assert {name for name in METHODS.names() if hasattr(METHODS.get(name), "TrainConfig")} == set(OPTIONS)
 
 
-def _method(name, tiny_llama):
+def _method(name, tiny_llama, train_options=None):
     cls = METHODS.get(name)
     torch.manual_seed(0)
     method = cls(*tiny_llama, cls.Config(**OPTIONS[name]))
-    method.train_config = cls.TrainConfig(**TRAIN_OPTIONS.get(name, {}))
+    method.train_config = cls.TrainConfig(**(TRAIN_OPTIONS.get(name, {}) if train_options is None else train_options))
     with torch.no_grad():  # LoRA starts at zero: move every trainable weight so every path carries gradient
         for parameter in method.trainable_parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
@@ -61,9 +68,9 @@ def _backward(method, ids, token_loss):
     return loss, _gradients(method)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_answer_loss_is_the_mean_nll_of_the_answer_tokens_that_score_gives(name, tiny_llama):
-    method = _method(name, tiny_llama)
+@pytest.mark.parametrize(("name", "train_options"), STRATEGIES)
+def test_answer_loss_is_the_mean_nll_of_the_answer_tokens_that_score_gives(name, train_options, tiny_llama):
+    method = _method(name, tiny_llama, train_options)
     ids = _ids()
     loss, _ = _backward(method, ids, TokenLoss(ids, _answer_weights()))
     method.reset()
@@ -71,9 +78,9 @@ def test_answer_loss_is_the_mean_nll_of_the_answer_tokens_that_score_gives(name,
     assert loss == pytest.approx(float(-logprobs[ANSWER - 1 :].mean()), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_a_prompt_tokens_label_sends_no_gradient(name, tiny_llama):
-    method = _method(name, tiny_llama)
+@pytest.mark.parametrize(("name", "train_options"), STRATEGIES)
+def test_a_prompt_tokens_label_sends_no_gradient(name, train_options, tiny_llama):
+    method = _method(name, tiny_llama, train_options)
     ids = _ids()
     relabelled = ids.clone()
     relabelled[5:ANSWER] = (ids[5:ANSWER] + 7) % 250  # other labels for prompt tokens; the inputs stay
@@ -104,6 +111,17 @@ def test_every_token_weights_give_the_official_loss(name, tiny_llama):
     if name != "uio":
         official, _ = _backward(method, ids, None)
         assert official == pytest.approx(loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["tbptt", "incremental", "unbiased"])
+def test_uio_strategies_with_a_window_past_the_document_give_the_exact_answer_gradient(strategy, tiny_llama):
+    """With every memory inside the window, truncation cuts nothing: each strategy is full backpropagation."""
+    ids = _ids()
+    _, exact = _backward(_method("uio", tiny_llama, {"strategy": "bptt"}), ids, TokenLoss(ids, _answer_weights()))
+    method = _method("uio", tiny_llama, {"strategy": strategy, "window": 4})
+    _, grads = _backward(method, ids, TokenLoss(ids, _answer_weights()))
+    for grad, other in zip(exact, grads, strict=True):
+        torch.testing.assert_close(grad, other, rtol=1e-4, atol=1e-7)
 
 
 def test_distilling_a_student_equal_to_its_teacher_costs_nothing(tiny_llama):
