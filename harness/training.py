@@ -386,7 +386,7 @@ def train(
             if stage != state["stage"]:
                 state["stage"], state["position"] = stage, 0
             seq_len = spec.plan[stage].seq_len
-            start, losses, tokens, teacher_s = time.perf_counter(), [], 0, 0.0
+            start, losses, tokens, counted, teacher_s = time.perf_counter(), [], 0, 0, 0.0
             for _ in range(spec.accumulation):
                 index = state["position"] * process.num_processes + process.process_index
                 example = documents[stage][index]
@@ -396,9 +396,10 @@ def train(
                     teacher_s += time.perf_counter() - before
                     losses.append(method.backward_document(example.ids, token_loss))
                 tokens += example.ids.numel()
+                counted += example.ids.numel() - 1 if token_loss is None else int(token_loss.weights.count_nonzero())
                 state["position"] += 1
             loss = _average(accelerator, parameters, sum(losses) / len(losses), spec.accumulation)
-            tokens = _total(accelerator, tokens)
+            tokens, counted = _total(accelerator, tokens), _total(accelerator, counted)
             norm = float(torch.nn.utils.clip_grad_norm_(parameters, spec.clip))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -409,7 +410,7 @@ def train(
             row = {
                 "step": state["step"], "stage": stage, "seq_len": seq_len, "loss": loss,
                 "grad_norm": norm, "lr": lr, "seconds": seconds, "documents": per_step,
-                "tokens": tokens, "tokens_per_s": tokens / seconds,
+                "tokens": tokens, "tokens_per_s": tokens / seconds, "counted": counted,
             }  # fmt: skip
             if spec.objective == "distill":
                 row["teacher_seconds"] = teacher_s  # the teacher's forward passes inside `seconds`

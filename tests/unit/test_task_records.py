@@ -90,6 +90,8 @@ def test_answer_loss_trains_from_records_and_training_json_records_the_objective
     lengths = {len(row["prompt"]) + len(row["answer"]) + 1 for row in map(json.loads, data.read_text().splitlines())}
     assert all(row["tokens"] in lengths for row in log)  # each record whole, at its own length (bytes + EOS)
     assert written["seen"]["tokens"] == sum(row["tokens"] for row in log)
+    answers = {len(row["answer"]) + 1 for row in map(json.loads, data.read_text().splitlines())}
+    assert all(row["counted"] in answers for row in log)  # the predictions the loss counted: answer and EOS
 
 
 def test_distillation_logs_the_teachers_time_and_resumes_exactly(tmp_path, tiny_llama):
