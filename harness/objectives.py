@@ -90,11 +90,12 @@ def teacher_logprobs(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def check_teacher_window(spec, model) -> None:
-    """Distillation's teacher reads each document whole: the longest must fit the base model's trained window."""
+    """The teacher (distillation's, `--loss long`'s) reads each document whole, inside the base model's window."""
     window = model.config.max_position_embeddings
     longest = max(stage.seq_len for stage in spec.plan)
     if longest > window:
+        why = "--objective distill" if spec.objective == "distill" else "--loss long"
         raise UserError(
-            f"--objective distill: documents of {longest} tokens are past the teacher's trained window {window} "
+            f"{why}: documents of {longest} tokens are past the teacher's trained window {window} "
             "(the base model with full attention); train on shorter documents"
         )

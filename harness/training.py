@@ -133,6 +133,11 @@ class TrainSpec(BaseModel):
         return self
 
     @property
+    def teacher(self) -> bool:
+        """Each document needs the base model's log-probs over it: `--objective distill` or `--loss long`."""
+        return self.objective == "distill" or self.loss == "long"
+
+    @property
     def records(self) -> bool:
         """The data are prompt/answer records (else texts cut into documents)."""
         return self.prompt_field is not None
@@ -313,6 +318,8 @@ def method_configs(spec: TrainSpec):
     config = validate(cls.Config, spec.method_options, where)
     for stage in spec.plan:
         cls.check_document_length(config, stage.seq_len)
+    if spec.loss == "long" and not hasattr(config, "segment"):  # its local context
+        raise UserError(f"--loss long needs a method with segments (uio, rmt); {spec.method} has none")
     return config, validate(cls.TrainConfig, spec.train_options, where)
 
 
@@ -364,11 +371,9 @@ def train(
         _set_rng_state(state["rng"][process.process_index] if isinstance(state["rng"], list) else state["rng"])
     state.setdefault("stage", 0)  # a checkpoint from before stages: one stage
     documents = stage_documents(spec, texts, method.tokenizer, progress)
-    if spec.objective == "distill" or spec.loss == "long":
+    if spec.teacher:
         check_teacher_window(spec, method.model)
     segment = getattr(method.config, "segment", None)  # the local context of `--loss long`
-    if spec.loss == "long" and segment is None:
-        raise UserError(f"--loss long needs a method with segments (its local context); {spec.method} has none")
     cuda = method.backbone.device.type == "cuda"
     accelerator = Accelerator(
         cpu=spec.device == "cpu",
@@ -412,7 +417,7 @@ def train(
                 "grad_norm": norm, "lr": lr, "seconds": seconds, "documents": per_step,
                 "tokens": tokens, "tokens_per_s": tokens / seconds, "counted": counted,
             }  # fmt: skip
-            if spec.objective == "distill":
+            if spec.teacher:
                 row["teacher_seconds"] = teacher_s  # the teacher's forward passes inside `seconds`
             state["log"].append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")

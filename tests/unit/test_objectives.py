@@ -169,8 +169,22 @@ def test_the_teacher_reads_inside_its_window(tiny_llama):
     model = tiny_llama[0]
     window = model.config.max_position_embeddings
     check_teacher_window(_spec(seq_len=window, objective="distill"), model)
-    with pytest.raises(UserError, match="past the teacher's trained window"):
+    with pytest.raises(UserError, match="--objective distill: .* past the teacher's trained window"):
         check_teacher_window(_spec(seq_len=window + 1, objective="distill"), model)
+    with pytest.raises(UserError, match="--loss long: .* past the teacher's trained window"):
+        check_teacher_window(_spec(seq_len=window + 1, loss="long"), model)
+
+
+def test_long_context_tokens_need_a_method_with_segments(tmp_path, capsys):
+    from harness.cli import main
+
+    data = tmp_path / "books"
+    data.mkdir()
+    (data / "1342_a.txt").write_text("a book " * 100)
+    argv = ["train", "longlora", "--model", "tiny-random-llama", "--data", str(data), "--loss", "long",
+            "--steps", "1", "--seq-len", "64", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    assert "--loss long needs a method with segments (uio, rmt); longlora has none" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
