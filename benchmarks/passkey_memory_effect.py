@@ -18,9 +18,9 @@ import random
 import statistics
 
 import torch
-import yaml
 
 from harness.checkpoints import with_checkpoint_options
+from harness.cli import _options  # lch's own K=V reader (YAML scalars, a,b lists), as `lch eval --method-opt`
 from harness.models import load_model
 from harness.sweep import validate
 from methods.base import METHODS
@@ -49,8 +49,7 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     cls = METHODS.get(args.method)
     where = f"method '{args.method}'"
-    given = {key: yaml.safe_load(value) for key, value in (option.split("=", 1) for option in args.method_opt)}
-    options = with_checkpoint_options(cls, given, where)
+    options = with_checkpoint_options(cls, _options(args.method_opt, "--method-opt"), where)
     method = cls(model, tokenizer, validate(cls.Config, options, where))
     prompts = PasskeyPrompt(tokenizer, [], ids(tokenizer, " " + ANSWER_PREFIX), args.length)
     print(f"{args.method} {' '.join(args.method_opt)}: NLL(answer | other key) - NLL(answer | its key), nats")

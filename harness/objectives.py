@@ -42,15 +42,14 @@ def document_loss(spec, example, model, segment: int | None = None) -> TokenLoss
     if spec.objective == "lm" and spec.loss == "all":
         return None
     ids = example.ids.to(model.device)
+    teacher = teacher_logprobs(model, ids) if spec.teacher else None
     weights = torch.ones(ids.shape, device=ids.device)
-    teacher = teacher_logprobs(model, ids) if spec.objective == "distill" or spec.loss == "long" else None
     if spec.loss == "answer":
         weights[: example.answer] = 0
     if spec.loss == "long":
         weights = long_context_tokens(model, ids, teacher, segment).float()
-        teacher = teacher if spec.objective == "distill" else None
     weights[0] = 0
-    return TokenLoss(ids, weights, teacher)
+    return TokenLoss(ids, weights, teacher if spec.objective == "distill" else None)
 
 
 @torch.no_grad()
@@ -68,9 +67,8 @@ def long_context_tokens(model, input_ids: torch.Tensor, teacher: torch.Tensor, s
     for start in range(0, input_ids.numel(), segment):
         piece = input_ids[start : start + segment]
         if piece.numel() > 1:
-            local[start + 1 : start + piece.numel()] = teacher_logprobs(model, piece)[1:].gather(1, piece[1:, None])[
-                :, 0
-            ]
+            rows = teacher_logprobs(model, piece)[1:]
+            local[start + 1 : start + piece.numel()] = rows.gather(1, piece[1:, None])[:, 0]
     needs = (full - local > LONG_GAIN) & (full > LONG_FLOOR)
     needs[:segment] = False  # the first segment's tokens have no context before their segment
     return needs

@@ -48,7 +48,15 @@ from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRA
 from harness.errors import UserError
 from harness.models import load_model
 from harness.objectives import check_teacher_window, document_loss
-from harness.training_data import Documents, RecordDocuments, VaryingDocuments, load_records, load_texts, tokenize
+from harness.training_data import (
+    Documents,
+    RecordDocuments,
+    VaryingDocuments,
+    load_records,
+    load_texts,
+    record_examples,
+    tokenize,
+)
 
 STATE_FILE = "trainer_state.pt"
 
@@ -445,7 +453,8 @@ def stage_documents(spec: TrainSpec, texts, tokenizer, progress: bool = True) ->
     up to the stage's length, and how many a stage leaves out is said on stderr.
     """
     if spec.records:
-        stages = [RecordDocuments(texts, tokenizer, stage.seq_len, spec.seed) for stage in spec.plan]
+        examples = record_examples(texts, tokenizer)  # tokenized once, for every stage
+        stages = [RecordDocuments(texts, tokenizer, stage.seq_len, spec.seed, examples) for stage in spec.plan]
         for number, documents in enumerate(stages, 1):
             if documents.left_out and progress:
                 print(f"lch: stage {number} leaves out {documents.left_out} records longer than "

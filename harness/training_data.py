@@ -27,8 +27,7 @@ import torch
 
 from harness.errors import UserError
 from tasks.data import decode_text, strip_gutenberg, undecodable_share
-from tasks.perplexity import PG19_TEST_IDS
-from tasks.pg19_fingerprints import pg19_test_book
+from tasks.pg19_fingerprints import pg19_test_book, pg19_test_file
 
 NOTICEABLE, MOST = 0.01, 0.5  # shares of undecodable bytes in a training book: warn, refuse
 TABLE_SUFFIXES = {".jsonl": "json", ".parquet": "parquet"}  # file suffix -> the `datasets` builder that reads it
@@ -50,20 +49,24 @@ def load_texts(data: str, text_field: str = "text", split: str = "train", allow_
             a book is not text; `text_field` is not a text field of the records; `split` is not one of theirs.
     """
     books, tables = _files(data)
-    if books:
-        texts = [_book(path) for path in books]
-        named = {str(path) for path in books if path.name.split("_")[0].split(".")[0] in PG19_TEST_IDS}
-    else:
-        texts, named = _records(_dataset(data, tables, split), data, text_field), set()
+    texts = [_book(path) for path in books] if books else _records(_dataset(data, tables, split), data, text_field)
     if allow_test_data:
         return texts
-    test = {i for i, text in enumerate(texts) if text.name in named or pg19_test_book(text.text) is not None}
+    if books:  # a record has no file name: by content only
+        test = {i for i, (path, text) in enumerate(zip(books, texts, strict=True)) if pg19_test_file(path, text.text)}
+    else:
+        test = {i for i, text in enumerate(texts) if pg19_test_book(text.text) is not None}
+    return _without(texts, test, data, f"PG19 test books in {data}")
+
+
+def _without(items: list, test: set[int], data: str, what: str) -> list:
+    """`items` but those at the indices `test` (said on stderr as `what`); nothing left is a one-line error."""
     if not test:
-        return texts
-    if len(test) == len(texts):
+        return items
+    if len(test) == len(items):
         raise UserError(f"--data '{data}' holds only PG19 test books, which are for evaluation (--allow-test-data)")
-    print(f"lch: skipping {len(test)} PG19 test books in {data} (evaluation data)", file=sys.stderr)
-    return [text for i, text in enumerate(texts) if i not in test]
+    print(f"lch: skipping {len(test)} {what} (evaluation data)", file=sys.stderr)
+    return [item for i, item in enumerate(items) if i not in test]
 
 
 def _files(data: str) -> tuple[list[Path], list[Path]]:
@@ -205,15 +208,8 @@ def load_records(
     records = [Record(f"{data}[{i}]", prompt, answer) for i, (prompt, answer) in pairs]
     if allow_test_data:
         return records
-    kept = [record for record in records if pg19_test_book(record.prompt) is None]
-    if not kept:
-        raise UserError(f"--data '{data}' holds only PG19 test books, which are for evaluation (--allow-test-data)")
-    if len(kept) < len(records):
-        print(
-            f"lch: skipping {len(records) - len(kept)} records holding PG19 test books (evaluation data)",
-            file=sys.stderr,
-        )
-    return kept
+    test = {i for i, record in enumerate(records) if pg19_test_book(record.prompt) is not None}
+    return _without(records, test, data, "records holding PG19 test books")
 
 
 def tokenize(texts: list[Text], tokenizer) -> list[torch.Tensor]:
@@ -246,7 +242,6 @@ class Documents:
         ]
         if not self.windows:
             raise UserError("no text in the data holds 2 tokens")
-        self.seq_len = seq_len
         self.order = EpochOrder(len(self.windows), seed)
 
     def __getitem__(self, index: int) -> Example:
@@ -279,16 +274,11 @@ class RecordDocuments:
     first token is where the answer begins.
     """
 
-    def __init__(self, records: list[Record], tokenizer, max_len: int, seed: int):
-        eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-        self.examples = []
-        for record in records:
-            prompt = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
-            answer = tokenizer(record.answer, add_special_tokens=False)["input_ids"] + eos
-            if not prompt or not answer:
-                raise UserError(f"record {record.name} has an empty prompt or answer")
-            if len(prompt) + len(answer) <= max_len:
-                self.examples.append(Example(torch.tensor(prompt + answer), len(prompt)))
+    def __init__(
+        self, records: list[Record], tokenizer, max_len: int, seed: int, examples: list[Example] | None = None
+    ):
+        every = examples or record_examples(records, tokenizer)
+        self.examples = [example for example in every if example.ids.numel() <= max_len]
         if not self.examples:
             raise UserError(f"no record fits in {max_len} tokens (prompt + answer + EOS); raise the stage's length")
         self.left_out = len(records) - len(self.examples)
@@ -296,6 +286,19 @@ class RecordDocuments:
 
     def __getitem__(self, index: int) -> Example:
         return self.examples[self.order[index]]
+
+
+def record_examples(records: list[Record], tokenizer) -> list[Example]:
+    """Each record's ids `prompt + answer + EOS` and where its answer starts (a stage's records are some of them)."""
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    examples = []
+    for record in records:
+        prompt = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(record.answer, add_special_tokens=False)["input_ids"] + eos
+        if not prompt or not answer:
+            raise UserError(f"record {record.name} has an empty prompt or answer")
+        examples.append(Example(torch.tensor(prompt + answer), len(prompt)))
+    return examples
 
 
 class EpochOrder:

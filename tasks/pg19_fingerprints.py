@@ -86,6 +86,17 @@ def pg19_test_book(text: str) -> str | None:
     return held[0] if held else None
 
 
+def pg19_test_file(path: str | Path, text: str) -> bool:
+    """Whether the book `path`, read as `text`, is a PG19 test book: by its file name's id, or by content.
+
+    The id is the name's part before `_` or `.` (`10146_title.txt`, `10146.txt`); the content catches one
+    renamed or inside other text (`pg19_test_book`).
+    """
+    from tasks.perplexity import PG19_TEST_IDS  # here: tasks.perplexity imports torch
+
+    return Path(path).name.split("_")[0].split(".")[0] in PG19_TEST_IDS or pg19_test_book(text) is not None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Write the fingerprints of the PG19 test books found in a folder of Gutenberg `.txt` releases."""
     from tasks.data import read_book

@@ -137,19 +137,15 @@ class UIO(LongContextModel):
         Args:
             input_ids: `[T]` token ids.
             token_loss: which predictions count and against what (`methods.token_loss`): the weighted mean
-                over every prediction. None: the official loss (segment means, summed; the value returned is
-                their mean) for a document of >= 2 whole segments; a shorter or ragged one (a short text used
-                whole) gets every prediction's NLL through a `TokenLoss`, as the official loss needs whole segments.
+                over every prediction. None: the official loss (`methods.uio.trainer.Document` says which
+                documents it needs and what the others get).
         """
         if self.train_config.objective == "autoencode":
             if token_loss is not None:
                 raise UserError("uio's objective=autoencode is its own loss: train it with --loss all --objective lm")
             return self._backward_autoencode(input_ids)
-        segment = self.config.segment
-        if token_loss is None and (input_ids.numel() % segment or input_ids.numel() < 2 * segment):
-            token_loss = TokenLoss.every_token(input_ids.to(self.backbone.device))
         document = trainer.run_document(
-            self.backbone, self.adapters, input_ids, segment, self.config.memory_tokens,
+            self.backbone, self.adapters, input_ids, self.config.segment, self.config.memory_tokens,
             self.train_config, trainer.reservoir_draws(), token_loss,
         )  # fmt: skip
         return document.value()

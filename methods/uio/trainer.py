@@ -93,8 +93,9 @@ def segment_loss(backbone: Backbone, adapters: UIOAdapters, ids: torch.Tensor, m
 class Document:
     """One document's segments, encoder graphs and memory leaves, with the flush every strategy uses.
 
-    Without `token_loss` (the official loss) a document is >= 2 whole segments; with one, any length >= 2
-    tokens, the last segment possibly shorter.
+    Without `token_loss` a document of >= 2 whole segments gets the official loss; any other (a short text
+    used whole) gets every prediction's NLL as a `TokenLoss`, as the official loss needs whole segments. With
+    one, a document is any length >= 2 tokens, the last segment possibly shorter.
     """
 
     def __init__(
@@ -106,12 +107,12 @@ class Document:
         m: int,
         token_loss: TokenLoss | None = None,
     ):
-        if token_loss is None and (input_ids.numel() % segment or input_ids.numel() < 2 * segment):
-            raise ValueError(f"a training document is >= 2 whole segments of {segment} tokens, got {input_ids.numel()}")
         if input_ids.numel() < 2:
             raise ValueError("a training document needs at least 2 tokens")
         self.backbone, self.adapters, self.memory_tokens = backbone, adapters, m
         self.input_ids = input_ids.to(backbone.device)
+        if token_loss is None and (input_ids.numel() % segment or input_ids.numel() < 2 * segment):
+            token_loss = TokenLoss.every_token(self.input_ids)
         self.segments = self.input_ids.split(segment)
         self.segment, self.token_loss = segment, token_loss
         self.graphs: dict[int, torch.Tensor] = {}  # segment index -> memory with its encoder graph
@@ -278,11 +279,11 @@ def run_document(
 ) -> Document:
     """Accumulate one document's gradient into the adapters' `.grad` under `config.strategy`.
 
-    With `token_loss`, segment 0's weighted predictions are scored first, without a gradient (none reaches
+    With a `TokenLoss`, segment 0's weighted predictions are scored first, without a gradient (none reaches
     the adapters from them), so the document's value is the whole weighted mean.
     """
     doc = Document(backbone, adapters, input_ids, segment, memory_tokens, token_loss)
-    if token_loss is not None:
+    if doc.token_loss is not None:
         with torch.no_grad():
             doc.loss(0, [])
     RUNS[config.strategy](doc, config, draw)

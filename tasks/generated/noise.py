@@ -39,8 +39,7 @@ def load_noise(noise: str | None) -> list[Book]:
         UserError: `noise` is not found, holds no `.txt` book, holds bAbI data, or holds only PG19 test books.
 
     """
-    from tasks.perplexity import PG19_TEST_IDS  # here: tasks.perplexity imports torch
-    from tasks.pg19_fingerprints import pg19_test_book
+    from tasks.pg19_fingerprints import pg19_test_file
 
     root = Path(noise) if noise else _default()
     if not root.exists():
@@ -56,11 +55,7 @@ def load_noise(noise: str | None) -> list[Book]:
     babi = [path for path, text in texts.items() if _BABI_QUESTION.search(text[:4096])]
     if babi:
         raise UserError(f"noise '{root}' holds bAbI data ({babi[0].name}, by its content), which is for evaluation")
-    test = [
-        path
-        for path, text in texts.items()
-        if path.name.split("_")[0].split(".")[0] in PG19_TEST_IDS or pg19_test_book(text)
-    ]
+    test = [path for path, text in texts.items() if pg19_test_file(path, text)]
     if len(test) == len(files):
         raise UserError(f"noise '{root}' holds only PG19 test books, which are for evaluation: give other books")
     if test:
