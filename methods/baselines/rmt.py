@@ -147,18 +147,24 @@ def memory_cell(backbone: Backbone, memory: torch.Tensor, embeds: torch.Tensor, 
 
     Args:
         backbone: the decoder (with the method's own modules).
-        memory: `[m, D]` the memory read (and, at the end, copied into the write slots).
-        embeds: `[S, D]` the segment's token embeddings.
+        memory: `[m, D]` (or `[B, m, D]`) the memory read (and, at the end, copied into the write slots).
+        embeds: `[S, D]` the segment's token embeddings, or `[B, S, D]` for B documents' segments at once
+            (a `[m, D]` memory is then read by all of them).
         write: add the write slots (False: `[memory ; embeds]`, for a segment whose memory nobody reads).
 
     Returns:
-        `[S, D]` final hidden states of the tokens and `[m, D]` the memory written (post final norm), or None.
+        `[S, D]` (`[B, S, D]`) final hidden states of the tokens and `[m, D]` (`[B, m, D]`) the memory written
+        (post final norm), or None.
     """
-    m, length = memory.shape[0], embeds.shape[0]
-    x = torch.cat([memory, embeds, memory] if write else [memory, embeds])
-    positions = torch.arange(x.shape[0], device=x.device)
-    hidden = backbone(x[None], positions, SegmentAttention(backbone))[0]
-    return hidden[m : m + length], hidden[m + length :] if write else None
+    batched = embeds.dim() == 3
+    if batched and memory.dim() == 2:
+        memory = memory.expand(embeds.shape[0], -1, -1)
+    m, length = memory.shape[-2], embeds.shape[-2]
+    x = torch.cat([memory, embeds, memory] if write else [memory, embeds], dim=-2)
+    positions = torch.arange(x.shape[-2], device=x.device)
+    hidden = backbone(x if batched else x[None], positions, SegmentAttention(backbone))
+    hidden = hidden if batched else hidden[0]
+    return hidden[..., m : m + length, :], hidden[..., m + length :, :] if write else None
 
 
 @register_method("rmt")

@@ -17,7 +17,13 @@ from methods.uio.adapters import UIOAdapters
 from methods.uio.kernels import compression_attention, compression_positions, decoder_attention
 
 
-def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, memory_tokens: int) -> torch.Tensor:
+def encode(
+    backbone: Backbone,
+    adapters: UIOAdapters,
+    segments: torch.Tensor,
+    memory_tokens: int,
+    memory_inputs: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Compress segments into memory: per layer, the post-`input_layernorm` states at the `<mem>` positions.
 
     The encoder is the frozen model with the encoder LoRA on q and v. It stops at the last layer's
@@ -28,12 +34,15 @@ def encode(backbone: Backbone, adapters: UIOAdapters, segments: torch.Tensor, me
         adapters: UIO's adapters (encoder LoRA, `<mem>` embedding).
         segments: `[B, l]` token ids of B independent segments.
         memory_tokens: m.
+        memory_inputs: `[m, D]` input embeddings of the `<mem>` slots to use instead of the learned `<mem>`
+            embedding in every slot (the cramming check optimises them: `harness.controls.cramming`).
 
     Returns:
         `[L, B, m, D]` memory states.
     """
     batch, length = segments.shape
-    memory = adapters.memory_embedding.to(backbone.embed(segments[:1, :1]).dtype).expand(batch, memory_tokens, -1)
+    inputs = adapters.memory_embedding if memory_inputs is None else memory_inputs
+    memory = inputs.to(backbone.embed(segments[:1, :1]).dtype).expand(batch, memory_tokens, -1)
     hidden = torch.cat([backbone.embed(segments), memory], dim=1)
     cos, sin = backbone.rope(compression_positions(length, memory_tokens).to(backbone.device))
     heads, kv_heads, dim = backbone.n_heads, backbone.n_kv_heads, backbone.head_dim
