@@ -53,6 +53,17 @@ def _positive_ints(text: str, flag: str = "--lengths") -> list[int]:
     return values
 
 
+def _steps(text: str) -> list[int]:
+    """`"600,1200"` -> `[600, 1200]`; anything else is a one-line error."""
+    try:
+        steps = [int(value) for value in text.split(",")]
+    except ValueError:
+        raise UserError(f"--keep-at must be steps separated by commas (e.g. 300,600), got '{text}'") from None
+    if min(steps) < 1:
+        raise UserError(f"--keep-at steps must be positive, got '{text}'")
+    return steps
+
+
 def _stages(text: str) -> list[dict[str, Any]]:
     """`"4096:60,1024/2048:20"` -> stages (a set of lengths as `lengths`); anything else is a one-line error.
 
@@ -217,6 +228,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "answer_field": args.answer_field, "loss": args.loss, "objective": args.objective,
         "stages": _stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
+        "keep_at": _steps(args.keep_at) if args.keep_at else [],
         "seed": args.seed, "out": args.out,
         "report_to": args.report_to, "logging_dir": args.logging_dir,
         "method_options": method_options | _options(args.method_opt, "--method-opt"),
@@ -450,6 +462,10 @@ def parser() -> argparse.ArgumentParser:
         "--schedule", choices=("cosine", "constant", "linear"), help="after warm-up (the method's official one)"
     )
     tr.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints (default 10)")
+    tr.add_argument(
+        "--keep-at", metavar="STEP,...",
+        help="also keep the checkpoints at these steps (e.g. each stage's end) as OUT@STEP, evaluable as OUT",
+    )  # fmt: skip
     tr.add_argument(
         "--activation-checkpointing", action=argparse.BooleanOptionalAction,
         help="keep one layer's activations at a time, recomputed in backward (long documents on small memory; "

@@ -118,6 +118,7 @@ class TrainSpec(BaseModel):
     warmup: float = Field(0.01, ge=0, lt=1)
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     checkpoint_every: int = Field(10, ge=1)
+    keep_at: list[int] = []
     activation_checkpointing: bool = False
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = []
     logging_dir: str | None = None
@@ -176,7 +177,15 @@ class TrainSpec(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
-        how = {"steps", "checkpoint_every", "activation_checkpointing", "out", "report_to", "logging_dir"}
+        how = {
+            "steps",
+            "checkpoint_every",
+            "keep_stages",
+            "activation_checkpointing",
+            "out",
+            "report_to",
+            "logging_dir",
+        }
         return self.model_dump(mode="json", exclude=how)
 
     @property
@@ -239,6 +248,13 @@ def _checkpoint(method, spec: TrainSpec, state: dict[str, Any]) -> None:
         out.rename(old)
     staging.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep(spec: TrainSpec, step: int) -> None:
+    """Copy the checkpoint just written to `OUT@STEP` without the trainer state, to evaluate (`--keep-at`)."""
+    kept = Path(f"{spec.out}@{step}")
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(spec.out, kept, ignore=shutil.ignore_patterns(STATE_FILE))
 
 
 def _previous(spec: TrainSpec) -> Path | None:
@@ -433,12 +449,15 @@ def train(
             if shown:
                 bar.write(f"step {row['step']}: loss {row['loss']:.4f}, {row['tokens_per_s']:.0f} tokens/s")
             accelerator.log(row, step=row["step"])
-            if state["step"] % spec.checkpoint_every == 0 or state["step"] == total:
+            kept = state["step"] in spec.keep_at
+            if state["step"] % spec.checkpoint_every == 0 or state["step"] == total or kept:
                 rng = gather_object([_rng_state()]) if accelerator.num_processes > 1 else _rng_state()
                 if accelerator.is_main_process:
                     state |= {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
                               "processes": accelerator.num_processes}  # fmt: skip
                     _checkpoint(method, spec, state)
+                    if kept:
+                        _keep(spec, state["step"])
                 accelerator.wait_for_everyone()
             if on_step is not None:
                 on_step(row)

@@ -212,6 +212,31 @@ def test_stages_share_one_schedule_log_their_length_and_resume_mid_stage(data, t
     assert written["seen"] == {"steps": 6, "documents": 6, "tokens": 3 * 32 + 3 * 64}  # resumed: counted once
 
 
+def test_keep_at_keeps_the_checkpoints_of_those_steps(data, tmp_path, tiny_llama):
+    """The checkpoint at a stage's end (step 3 here, checkpoints every 10) is kept beside OUT as it was then."""
+    out = tmp_path / "staged"
+    train(staged(data, out, keep_at=[3, 6], checkpoint_every=10), progress=False, loaded=tiny_llama)
+    kept = tmp_path / "staged@3"
+    assert sorted(path.name for path in tmp_path.glob("staged@*")) == ["staged@3", "staged@6"]
+    assert not (kept / "trainer_state.pt").exists()
+    assert json.loads((kept / "training.json").read_text())["seen"]["steps"] == 3
+
+    def stop_after_three(row):
+        if row["step"] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):  # the same run, stopped at step 3 with a checkpoint there
+        train(
+            staged(data, tmp_path / "ref", checkpoint_every=3),
+            progress=False,
+            loaded=tiny_llama,
+            on_step=stop_after_three,
+        )
+    for name in ("memory_embedding.safetensors", "encoder_adapter.safetensors", "transfer_adapter.safetensors"):
+        assert (kept / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+        assert (kept / name).read_bytes() != (out / name).read_bytes()
+
+
 def test_the_budget_counts_every_document_of_every_step(data, tmp_path):
     from harness.checkpoints import training_budget
 
@@ -240,6 +265,8 @@ def test_a_checkpoint_knows_the_memories_it_trained_with(data, tmp_path, tiny_ll
         (["--stages", "32:3", "--steps", "3"], "--stages replaces --steps and --seq-len"),
         (["--seq-len", "64"], "lch train needs --steps and --seq-len, or --stages"),
         (["--stages", "64:1,70:1"], "--seq-len 70 must be a multiple of segment 16"),
+        (["--stages", "64:1", "--keep-at", "1,x"], "--keep-at must be steps separated by commas"),
+        (["--stages", "64:1", "--keep-at", "0"], "--keep-at steps must be positive"),
     ],
 )
 def test_bad_stages_are_one_line(flags, message, data, tmp_path, capsys):
