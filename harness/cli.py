@@ -189,6 +189,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {written.html} and {written.markdown} ({len(written.figures)} figures in {out})")
 
 
+METHOD_OBJECTIVES = ("autoencode",)  # objectives a method defines in its train config (`objective`)
+
+
 def _extra_options(extra: list[str], method: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """`--name value` flags beyond lch's own, routed to the method's train config, else to its config."""
     from harness.training import trainable_class
@@ -221,11 +224,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not args.stages and (args.steps is None or args.seq_len is None):
         raise UserError("lch train needs --steps and --seq-len, or --stages LEN:STEPS,...")
     method_options, train_options = _extra_options(args.extra, args.method)
+    objective = args.objective
+    if objective in METHOD_OBJECTIVES:  # the method's own loss, chosen in its train config
+        if "objective" not in trainable_class(args.method).TrainConfig.model_fields:
+            raise UserError(f"--objective {objective} is a method's own objective; {args.method} has none (uio has)")
+        train_options["objective"], objective = objective, "lm"
     data = {
         "method": args.method, "model": args.model, "dtype": args.dtype, "device": args.device,
         "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
         "text_field": args.text_field, "split": args.split, "prompt_field": args.prompt_field,
-        "answer_field": args.answer_field, "loss": args.loss, "objective": args.objective,
+        "answer_field": args.answer_field, "loss": args.loss, "objective": objective,
         "stages": _stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
         "keep_at": _steps(args.keep_at) if args.keep_at else [],
@@ -437,9 +445,10 @@ def parser() -> argparse.ArgumentParser:
         "context before their segment (LongPPL's key tokens; methods with segments)",
     )  # fmt: skip
     tr.add_argument(
-        "--objective", choices=("lm", "distill"), default="lm",
+        "--objective", choices=("lm", "distill", *METHOD_OBJECTIVES), default="lm",
         help="lm: next-token NLL (default); distill: KL to the base model reading the whole document with full "
-        "attention (the teacher, inside its trained window), per counted prediction",
+        "attention (the teacher, inside its trained window), per counted prediction; autoencode (uio): each "
+        "segment decoded back from its own memory (the paper's auto-encoding)",
     )  # fmt: skip
     tr.add_argument("--split", default="train", help="split of a hub dataset or saved DatasetDict (default train)")
     tr.add_argument("--allow-test-data", action="store_true", help="also train on the PG19 test books")

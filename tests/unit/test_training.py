@@ -296,3 +296,15 @@ def test_the_transfer_heads_own_learning_rate_moves_it_alone(data, tmp_path, tin
     assert any(plain["transfer"][k].abs().max() > 0 for k in moved)
     for k in moved:
         torch.testing.assert_close(scaled["transfer"][k], 10 * plain["transfer"][k])
+
+
+def test_objective_autoencode_is_uios_own_loss(data, tmp_path, capsys):
+    """`--objective autoencode` (README's auto-encoding recipe) reaches UIO's train config; RMT has no such loss."""
+    argv = ["train", "{method}", "--model", "tiny-random-llama", "--data", str(data), "--seq-len", "64",
+            "--steps", "1", "--segment", "16", "--memory-tokens", "4", "--objective", "autoencode", "--quiet",
+            "--out"]  # fmt: skip
+    assert main([arg.format(method="uio") for arg in argv] + [str(tmp_path / "uio")]) == 0
+    written = json.loads((tmp_path / "uio" / "training.json").read_text())
+    assert written["train_options"]["objective"] == "autoencode" and written["objective"] == "lm"
+    assert main([arg.format(method="rmt") for arg in argv] + [str(tmp_path / "rmt")]) == 2
+    assert "rmt has none" in capsys.readouterr().err
