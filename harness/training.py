@@ -176,16 +176,8 @@ class TrainSpec(BaseModel):
         return cls(**{key: value for key, value in spec.items() if key not in (TRAINED_KEY, RESOLVED_KEY, SEEN_KEY)})
 
     def identity(self) -> dict[str, Any]:
-        """What must match for `--resume` to go on from a checkpoint (not `steps` or `checkpoint_every`)."""
-        how = {
-            "steps",
-            "checkpoint_every",
-            "keep_stages",
-            "activation_checkpointing",
-            "out",
-            "report_to",
-            "logging_dir",
-        }
+        """What must match for `--resume` to go on from a checkpoint (not `steps`, `checkpoint_every`, `keep_at`)."""
+        how = {"steps", "checkpoint_every", "keep_at", "activation_checkpointing", "out", "report_to", "logging_dir"}
         return self.model_dump(mode="json", exclude=how)
 
     @property

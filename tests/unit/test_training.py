@@ -225,7 +225,7 @@ def test_keep_at_keeps_the_checkpoints_of_those_steps(data, tmp_path, tiny_llama
         if row["step"] == 3:
             raise Stop
 
-    with pytest.raises(Stop):  # the same run, stopped at step 3 with a checkpoint there
+    with pytest.raises(Stop):  # the same run, stopped at step 3 with a checkpoint there, resumable with other keeps
         train(
             staged(data, tmp_path / "ref", checkpoint_every=3),
             progress=False,
@@ -235,6 +235,8 @@ def test_keep_at_keeps_the_checkpoints_of_those_steps(data, tmp_path, tiny_llama
     for name in ("memory_embedding.safetensors", "encoder_adapter.safetensors", "transfer_adapter.safetensors"):
         assert (kept / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
         assert (kept / name).read_bytes() != (out / name).read_bytes()
+    train(staged(data, tmp_path / "ref", keep_at=[5]), resume=True, progress=False, loaded=tiny_llama)
+    assert (tmp_path / "ref@5").is_dir() and not (tmp_path / "ref@3").exists()
 
 
 def test_the_budget_counts_every_document_of_every_step(data, tmp_path):
