@@ -1,6 +1,7 @@
 """RMT's associative retrieval from scratch (`harness.controls.associative_retrieval`; arXiv 2207.06881, Fig. 5).
 
-Runs, on one fixed data set (seed 0: 10,000 / 1,000 / 2,000 distinct samples of 4 pairs):
+Runs, on one data set (seed 0: 10,000 / 1,000 / 2,000 distinct samples of 4 pairs; training batches drawn
+afresh unless `--fixed-data`):
 
 * `rmt`: 4 segments of 3 tokens, 3 memory tokens, each `--seeds` value a new initialisation and batch order
   (published: 0.986 / 0.994 / 0.996);
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--control-seeds", nargs="+", type=int, default=[0], help="seeds of the two controls")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--fixed-data", action="store_true", help="cycle the 10,000 training samples (the paper's)")
     parser.add_argument("--out", type=Path, default=Path("out/controls/retrieval.jsonl"))
     args = parser.parse_args()
 
@@ -48,10 +50,11 @@ def main() -> None:
                 continue
             segment, memory_tokens = RUNS[run]
             method = retrieval.rmt(retrieval.model(seed), segment, memory_tokens)
-            how = retrieval.Training(steps=args.steps, lr=args.lr, seed=seed)
+            how = retrieval.Training(steps=args.steps, lr=args.lr, seed=seed, fresh=not args.fixed_data)
             start = time.perf_counter()
             curve = retrieval.train(method, data, how, on_eval=lambda row, r=run, s=seed: print(r, s, row, flush=True))
             row = {"run": run, "seed": seed, "segment": segment, "memory_tokens": memory_tokens, "lr": args.lr,
+                   "fresh": how.fresh,
                    "steps": curve[-1]["step"], "test_accuracy": retrieval.accuracy(method, data.test),
                    "seconds": round(time.perf_counter() - start, 1), "curve": curve}  # fmt: skip
             rows.append(row)
