@@ -25,7 +25,7 @@ from harness.checkpoints import with_checkpoint_options
 from harness.cli import _options
 from harness.models import load_model
 from harness.sweep import validate
-from methods.attention import rotate
+from methods.attention import bottom_right_mask, repeat_kv, rotate
 from methods.baselines.rmt import RMT, memory_cell
 from tasks.passkey import ANSWER_PREFIX, PasskeyPrompt
 from tasks.tokens import ids as ids_of
@@ -43,15 +43,14 @@ class RecordingAttention:
         """Plain causal softmax attention (explicit weights, to record them)."""
         cos, sin = self.backbone.rope(positions)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        k, v = (repeat_kv(x, q.shape[1] // x.shape[1]) for x in (k, v))
+        t = q.shape[2]
         scores = (q @ k.transpose(-1, -2)) * self.backbone.scale
-        t = scores.shape[-1]
-        scores = scores.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
-        weights = scores.softmax(-1)[:, :, self.m :]  # the segment's tokens as queries
-        self.on_memory.append(float(weights[..., : self.m].sum(-1).mean()))
-        self.on_first.append(float(weights[..., :1].sum(-1).mean()))
-        return scores.softmax(-1) @ v
+        weights = scores.masked_fill(~bottom_right_mask(t, t, q.device), float("-inf")).softmax(-1)
+        on_segment = weights[:, :, self.m :]  # the segment's tokens as queries
+        self.on_memory.append(float(on_segment[..., : self.m].sum(-1).mean()))
+        self.on_first.append(float(on_segment[..., :1].sum(-1).mean()))
+        return weights @ v
 
 
 def rms(x: torch.Tensor) -> float:

@@ -58,13 +58,12 @@ def rmt_read(method: RMT, ids: torch.Tensor) -> ReadPath:
     backbone = method.backbone
     memory = nn.Parameter(method.memory.detach().clone())
     embeds = backbone.embed(ids)
-    nothing = memory[:0].detach()
     return ReadPath(
         "rmt read memory",
         backbone,
         memory,
         lambda: memory_cell(backbone, memory, embeds, write=False)[0][:-1],
-        lambda: memory_cell(backbone, nothing, embeds, write=False)[0][:-1],
+        lambda: _segment_alone(backbone, embeds),
     )
 
 
@@ -78,14 +77,12 @@ def rmt_written_read(method: RMT, ids: torch.Tensor, carrier: torch.Tensor) -> R
         _, written = memory_cell(backbone, memory, carried)
         return memory_cell(backbone, written, embeds, write=False)[0][:-1]
 
-    nothing = memory[:0].detach()
-    return ReadPath(
-        "rmt memory through a write",
-        backbone,
-        memory,
-        hidden,
-        lambda: memory_cell(backbone, nothing, embeds, write=False)[0][:-1],
-    )
+    return ReadPath("rmt memory through a write", backbone, memory, hidden, lambda: _segment_alone(backbone, embeds))
+
+
+def _segment_alone(backbone: Backbone, embeds: torch.Tensor) -> torch.Tensor:
+    """RMT's memory cell over the segment with no memory: the decoder on the text alone."""
+    return memory_cell(backbone, embeds[:0], embeds, write=False)[0][:-1]
 
 
 def uio_states_read(method: UIO, ids: torch.Tensor) -> ReadPath:
@@ -153,13 +150,13 @@ def cram(path: ReadPath, ids: torch.Tensor, schedule: Schedule = Schedule(), log
     optimizer = torch.optim.AdamW(
         [path.memory], lr=schedule.lr, betas=schedule.betas, weight_decay=schedule.weight_decay
     )
-    best, since, curve, step = -1.0, 0, [], 0
+    best, since, curve, step, reproduced = -1.0, 0, [], 0, False
     for step in range(1, schedule.steps + 1):
         with torch.enable_grad():
             accuracy, loss = accuracy_and_loss(path, ids, path.hidden())
             if accuracy == 1.0:  # measured before this step's update: the memory as it stands reproduces the text
                 curve.append({"step": step - 1, "accuracy": accuracy, "loss": float(loss.detach())})
-                step -= 1
+                step, reproduced = step - 1, True
                 break
             (grad,) = torch.autograd.grad(loss, [path.memory])  # the method's own weights get no gradient
         path.memory.grad = grad
@@ -169,6 +166,9 @@ def cram(path: ReadPath, ids: torch.Tensor, schedule: Schedule = Schedule(), log
             curve.append({"step": step - 1, "accuracy": accuracy, "loss": float(loss.detach())})
         if since >= schedule.patience:
             break
-    with torch.no_grad():
-        final, _ = accuracy_and_loss(path, ids, path.hidden())
+    if reproduced:
+        final = 1.0
+    else:  # the memory after the last update, not yet measured
+        with torch.no_grad():
+            final, _ = accuracy_and_loss(path, ids, path.hidden())
     return Crammed(path.name, ids.numel(), tuple(path.memory.shape), final, baseline, step, curve)
