@@ -21,8 +21,7 @@ import torch
 
 from harness.errors import UserError
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
-from tasks.data import data_dir, read_book
-from tasks.perplexity import PG19_TEST_IDS
+from tasks.data import PG19_TEST_IDS, data_dir, read_book
 
 
 class AutoencodeConfig(TaskConfig):

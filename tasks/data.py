@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.errors import UserError
 
 ENV_VAR = "LCH_DATA_DIR"
+PG19_TEST_IDS = ("10146", "10321", "10356", "10762", "15562", "22424", "2544")  # shared/data/SOURCES.md
 DEFAULT_RELATIVE = Path("..") / "shared" / "data"
 
 # Project Gutenberg markers. Older releases write "***START OF" without the space and wrap a long

@@ -35,10 +35,9 @@ from pydantic import field_validator, model_validator
 from harness.errors import UserError
 from tasks import token_nll
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
-from tasks.data import data_dir, read_book
+from tasks.data import PG19_TEST_IDS, data_dir, read_book
 from tasks.tokens import bos_prefix
 
-PG19_TEST_IDS = ("10146", "10321", "10356", "10762", "15562", "22424", "2544")
 HUB_DATASET = "deepmind/pg19"
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.data import PG19_TEST_IDS
+
 SHINGLE_WORDS, SIZE, SHARE = 8, 64, 0.25
 FINGERPRINTS = Path(__file__).with_name("pg19_test_fingerprints.json")
 _WORD_BYTES = b"0123456789abcdefghijklmnopqrstuvwxyz"
@@ -92,15 +94,12 @@ def pg19_test_file(path: str | Path, text: str) -> bool:
     The id is the name's part before `_` or `.` (`10146_title.txt`, `10146.txt`); the content catches one
     renamed or inside other text (`pg19_test_book`).
     """
-    from tasks.perplexity import PG19_TEST_IDS  # here: tasks.perplexity imports torch
-
     return Path(path).name.split("_")[0].split(".")[0] in PG19_TEST_IDS or pg19_test_book(text) is not None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Write the fingerprints of the PG19 test books found in a folder of Gutenberg `.txt` releases."""
     from tasks.data import read_book
-    from tasks.perplexity import PG19_TEST_IDS
 
     parser = argparse.ArgumentParser(prog="python -m tasks.pg19_fingerprints", description=main.__doc__)
     parser.add_argument("books", help="folder of ID_title.txt books (shared/data/books)")

@@ -3,9 +3,9 @@ r"""bAbI qa1-qa3 training records in BABILong's shape: a story's facts scattered
 BABILong (Kuratov et al., 2024, https://arxiv.org/abs/2406.10149) hides bAbI facts among the
 sentences of a PG19 book, read from a random start. Here the stories come from lch's own simulator
 (`tasks.generated.babi_story`), never from bAbI's files, and the background from `noise` books
-(`tasks.generated.noise`, which refuses evaluation data). The facts keep their order and sit between
-background sentences at seeded places (never before the first); the background's last sentence is
-cut at a token so that the context, facts included, is exactly `length` tokens of the tokenizer.
+(`tasks.generated.noise`, which refuses evaluation data), built as the `babilong` task builds its
+contexts (`tasks.haystack`): the facts keep their order at seeded sentence boundaries, and the
+background's last sentence is cut so that the context, facts included, is exactly `length` tokens.
 
 Prompt: `{context}\nQuestion: {question}\nAnswer:`; answer: ` {place}`. Record (qa2, SmolLM2, seed 0):
     {"prompt": "But I must try to get a few hours' sleep, as Van Helsing is to call for me at noon. Sandra moved
@@ -17,24 +17,18 @@ Prompt: `{context}\nQuestion: {question}\nAnswer:`; answer: ` {place}`. Record (
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import model_validator
 
-from harness.errors import UserError
 from tasks.generated import Generator, LengthConfig, register_generator
 from tasks.generated.babi_story import BabiTask, make_story
 from tasks.generated.noise import load_noise
-from tasks.tokens import ids
+from tasks.haystack import Haystack
 
 PROMPT = "{context}\nQuestion: {question}\nAnswer:"
 DEFAULT_FACTS = {"qa1": 10, "qa2": 20, "qa3": 30}
 MIN_FACTS = {"qa1": 1, "qa2": 2, "qa3": 3}  # a move; a move and a pick-up; and a move while holding
-ATTEMPTS, ADJUSTMENTS = 8, 4  # background starts to try; re-cuts of one background to reach the exact length
-SLACK = 64  # background tokens read beyond the estimate, for the re-cuts
 
 
 class BabiDataConfig(LengthConfig):
@@ -72,7 +66,7 @@ class BabiData(Generator):
 
     def __init__(self, config: BabiDataConfig, tokenizer=None):
         super().__init__(config, tokenizer)
-        self.books = load_noise(config.noise)
+        self.haystack = Haystack(tokenizer, load_noise(config.noise), "babi")
 
     @property
     def stream(self) -> str:
@@ -84,7 +78,7 @@ class BabiData(Generator):
         rng = self.rng(seed, index)
         length = self.config.draw_length(rng)
         story = make_story(rng, self.config.task, self.config.story_facts)
-        context, book = self._context(rng, story.facts, length)
+        context, book = self.haystack.context(rng, story.facts, length)
         return {
             "prompt": PROMPT.format(context=context, question=story.question),
             "answer": " " + story.answer,
@@ -94,72 +88,3 @@ class BabiData(Generator):
             "question": story.question,
             "book": book,
         }
-
-    def _context(self, rng: random.Random, facts: list[str], length: int) -> tuple[str, str]:
-        """The facts among background sentences, exactly `length` tokens as text; and the background's book."""
-        fact_ids = [ids(self.tokenizer, " " + fact) for fact in facts]
-        fact_tokens = sum(map(len, fact_ids))
-        if fact_tokens >= length:
-            raise UserError(
-                f"babi: length {length} leaves no room for background around {len(facts)} facts ({fact_tokens} "
-                "tokens): give a longer length or fewer facts"
-            )
-        shares = sorted(rng.random() for _ in facts)  # each fact's place, as a share of the background sentences
-        for _ in range(ATTEMPTS):
-            book = rng.randrange(len(self.books))
-            background = self._background(book, rng.randrange(len(self.books[book].sentences)), length + SLACK)
-            budget = length - fact_tokens
-            # Text re-tokenized across the cuts can count other tokens than its pieces (a word cut in two,
-            # a character cut in its bytes): re-cut by the difference, or take another start.
-            for _ in range(ADJUSTMENTS):
-                context = self.tokenizer.decode(
-                    _interleave(background, budget, shares, fact_ids), clean_up_tokenization_spaces=False
-                )
-                counted = len(ids(self.tokenizer, context))
-                if counted == length:
-                    return context, self.books[book].name
-                budget += length - counted
-        raise UserError(f"babi: no context of exactly {length} tokens found in {ATTEMPTS} tries with this tokenizer")
-
-    def _background(self, book: int, start: int, tokens: int) -> list[list[int]]:
-        """Token ids of the sentences from sentence `start` of `book` on, at least `tokens` of them in all.
-
-        A book that ends first goes on into the next ones (in order, around to the first).
-        """
-        stream = self._sentences(book, start)
-        pieces: list[list[int]] = []
-        while sum(map(len, pieces)) < tokens:
-            chunk = [" " + sentence for sentence in itertools.islice(stream, 32)]
-            if not chunk:
-                raise UserError(f"babi: the noise books hold fewer than {tokens} tokens")
-            if not pieces:
-                chunk[0] = chunk[0][1:]  # the context opens with its first sentence, not a space
-            pieces += self.tokenizer(chunk, add_special_tokens=False).input_ids
-        return pieces
-
-    def _sentences(self, book: int, start: int) -> Iterator[str]:
-        """Every sentence once: `book` from `start`, the books after it, the books before it, `book` up to `start`."""
-        order = self.books[book:] + self.books[:book]
-        first = order[0].sentences
-        return itertools.chain(first[start:], *(other.sentences for other in order[1:]), first[:start])
-
-
-def _interleave(background: list[list[int]], budget: int, shares: list[float], facts: list[list[int]]) -> list[int]:
-    """The first `budget` background tokens, fact `i` after (1-based) sentence `1 + floor(shares[i] * sentences)`.
-
-    A fact never comes before the first sentence; the last may come after the (cut) last sentence.
-    """
-    kept, total = [], 0
-    for sentence in background:
-        if total >= budget:
-            break
-        kept.append(sentence[: budget - total])
-        total += len(kept[-1])
-    slots = [1 + int(share * len(kept)) for share in shares]
-    out: list[int] = []
-    for number, sentence in enumerate(kept, 1):
-        out += sentence
-        for slot, fact in zip(slots, facts, strict=True):
-            if slot == number:
-                out += fact
-    return out

@@ -12,24 +12,15 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 from harness.errors import UserError
 from tasks.data import data_dir, read_book
+from tasks.haystack import Book, sentences
 
 # bAbI's names: BABILong's folder and index file, the bAbI release folder, and its task files.
 _BABI_NAME = re.compile(r"babilong.*|babi_.*|qa\d+_.*|.*_(test|train|valid)\.txt|test_100_idxs\.json", re.IGNORECASE)
 # A bAbI question line: "3 Where is Mary? \tbathroom\t1".
 _BABI_QUESTION = re.compile(r"^\d+ [^\t\n]*\?\s*\t[^\t\n]+\t[\d ]+$", re.MULTILINE)
-# A sentence ends at . ! or ? (perhaps closed by a quote or bracket) followed by white space.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'”’)])\s+")
-
-
-class Book(NamedTuple):
-    """A background book: its file name and its sentences (white space collapsed to single spaces)."""
-
-    name: str
-    sentences: list[str]
 
 
 def load_noise(noise: str | None) -> list[Book]:
@@ -64,11 +55,6 @@ def load_noise(noise: str | None) -> list[Book]:
     if not any(book.sentences for book in books):
         raise UserError(f"noise '{root}' holds no text")
     return [book for book in books if book.sentences]
-
-
-def sentences(text: str) -> list[str]:
-    """`text` cut into sentences after `.`, `!` or `?`, each with its white space collapsed to single spaces."""
-    return [sentence for sentence in _SENTENCE_END.split(" ".join(text.split())) if sentence]
 
 
 def _default() -> Path:

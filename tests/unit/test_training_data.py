@@ -14,8 +14,7 @@ from harness.cli import main
 from harness.errors import UserError
 from harness.training import TrainSpec, train
 from harness.training_data import load_texts
-from tasks.data import read_book
-from tasks.perplexity import PG19_TEST_IDS
+from tasks.data import PG19_TEST_IDS, read_book
 from tasks.pg19_fingerprints import FINGERPRINTS, pg19_test_book
 from tasks.pg19_fingerprints import main as write_fingerprints
 
