@@ -42,14 +42,15 @@ def _options(pairs: list[str], what: str) -> dict[str, Any]:
     return options
 
 
-def _positive_ints(text: str, flag: str = "--lengths") -> list[int]:
-    """`"1024,4096"` -> `[1024, 4096]`; an empty item, a non-integer or a value below 1 is a one-line error."""
+def _ints(text: str, flag: str, least: int = 1) -> list[int]:  # least: 1 or 0
+    """`"1024,4096"` -> `[1024, 4096]`; an empty item, a non-integer or a value below `least` is a one-line error."""
     try:
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise UserError(f"{flag} must be comma-separated positive integers, got '{text}'")
+    if not values or min(values) < least:
+        kind = "positive" if least > 0 else "non-negative"
+        raise UserError(f"{flag} must be comma-separated {kind} integers, got '{text}'")
     return values
 
 
@@ -137,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "samples": args.samples, "output": args.output, "flops": args.flops,
         "methods": [{"name": args.method, "options": _options(args.method_opt, "--method-opt")}],
         "tasks": [{"name": args.task, "options": _options(args.task_opt, "--task-opt"),
-                   "lengths": _positive_ints(args.lengths) if args.lengths else None}],
+                   "lengths": _ints(args.lengths, "--lengths", least=0) if args.lengths else None}],
     }  # fmt: skip
     spec = validate(SweepSpec, data, "lch eval")
     outcomes = run_sweep(
@@ -273,7 +274,7 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     cls.check_document_length(config, args.seq_len)
     every = [s for s in cls.TrainConfig.model_fields["strategy"].annotation.__args__ if s != cls.REFERENCE_STRATEGY]
     strategies = args.strategies.split(",") if args.strategies else every
-    windows = _positive_ints(args.window, "--window")
+    windows = _ints(args.window, "--window")
     _positive(args.documents, "--documents")
     _positive(args.seeds, "--seeds")
     check_strategies(cls, strategies)

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from harness.checkpoints import training_budget, with_checkpoint_options
 from harness.errors import UserError
@@ -44,7 +53,7 @@ class TaskSpec(_Strict):
 
     name: str
     options: dict[str, Any] = {}
-    lengths: list[PositiveInt] | None = Field(default=None, min_length=1)
+    lengths: list[NonNegativeInt] | None = Field(default=None, min_length=1)
     samples: PositiveInt | None = None
     methods: list[str] | None = Field(default=None, min_length=1)
 
@@ -273,6 +282,9 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
         lengths = task.lengths or list(task_cls.default_lengths)
         if not lengths:
             raise UserError(f"task '{task.name}' needs lengths (--lengths 4096,8192 or 'lengths:' in the sweep)")
+        if 0 in lengths and task_cls.length_zero is None:
+            zero = ", ".join(name for name in TASKS.names() if TASKS.get(name).length_zero)
+            raise UserError(f"task '{task.name}' has no length 0: lengths start at 1 (tasks with a length 0: {zero})")
         for length in lengths:
             for label, name, config, checkpoints in methods:
                 if task.methods and label not in task.methods:

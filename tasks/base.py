@@ -54,7 +54,8 @@ class Task(ABC):
     Subclasses set `headline` (the metric that `Score.score` holds and `aggregate` reports),
     `higher_is_better`, `version` (bumped when instances or scoring change, so old results are not
     mixed with new ones) and, for tasks whose length is a budget rather than a generated size,
-    `default_lengths` used when a sweep gives none.
+    `default_lengths` used when a sweep gives none, and for tasks that have a shortest form (BABILong's
+    facts without background) `length_zero`, which says what a cell of length 0 runs.
     """
 
     name: ClassVar[str]
@@ -65,6 +66,7 @@ class Task(ABC):
     chance: ClassVar[float | None] = None  # the headline of a model that knows nothing; None: no such level
     version: ClassVar[int] = 1
     default_lengths: ClassVar[tuple[int, ...]] = ()
+    length_zero: ClassVar[str | None] = None  # what length 0 means (BABILong: the facts alone); None: no length 0
 
     def __init__(self, config: TaskConfig, tokenizer: PreTrainedTokenizerBase):
         self.config = config

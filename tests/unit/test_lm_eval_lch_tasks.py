@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from harness.lm_eval import TASKS_DIR  # noqa: E402
 from harness.lm_eval.adapter import LchLM  # noqa: E402
 from methods.base import METHODS  # noqa: E402
 from tasks.longbench.build import DATASETS, MAX_NEW_TOKENS  # noqa: E402
+
+SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 
 
 def load(names, metadata):
@@ -53,6 +57,28 @@ def test_passkey_through_lm_eval_answers_as_lch_does(tiny_llama, tiny_dir):
         method.reset()
         score = Passkey(Passkey.Config(), tiny_llama[1]).evaluate(method, instance)
         assert sample["filtered_resps"][0] == score.prediction
+        assert sample["accuracy"] == score.score
+
+
+@pytest.mark.skipif(not (SHARED / "babilong").is_dir(), reason="the shared data folder (babilong/) is absent")
+def test_babilong_through_lm_eval_asks_and_scores_as_lch_does(tiny_llama, tiny_dir):
+    from lm_eval.evaluator import evaluate
+
+    from tasks.babilong.task import Babilong
+
+    options = {"tasks": ["qa1", "qa5"], "data_dir": str(SHARED)}
+    tasks = load(["lch_babilong"], {"tokenizer": tiny_dir, "max_seq_lengths": [0, 1200], "samples": 1, **options})
+    out = evaluate(LchLM.wrap(full(tiny_llama)), tasks, log_samples=True, bootstrap_iters=0)
+    samples = out["samples"]["lch_babilong"]
+    task = Babilong(Babilong.Config(**options), tiny_llama[1])
+    ours = [instance for length in (0, 1200) for instance in task.instances(length, 1, 0)]
+    assert [s["doc"]["target"] for s in samples] == [i.target for i in ours]
+    method = full(tiny_llama)
+    for sample, instance in zip(samples, ours, strict=True):
+        assert tiny_llama[1].encode(sample["arguments"][0][0]) == instance.input_ids
+        method.reset()
+        score = task.evaluate(method, instance)
+        assert sample["filtered_resps"][0].strip() == score.prediction
         assert sample["accuracy"] == score.score
 
 

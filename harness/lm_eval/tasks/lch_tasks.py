@@ -76,6 +76,28 @@ def process_passkey(doc: dict[str, Any], results: list[str]) -> dict[str, float]
     return {"accuracy": float(found is not None and found.group() == doc["target"])}
 
 
+def babilong(**kwargs) -> dict[str, datasets.Dataset]:
+    """BABILong samples at every length of `max_seq_lengths` (options `tasks`, `subset`, `prompt`, `data_dir`)."""
+    from tasks.babilong.task import Babilong
+
+    tokenizer, lengths, samples, seed = _setup(kwargs)
+    options = {key: kwargs[key] for key in ("tasks", "subset", "prompt", "data_dir") if key in kwargs}
+    task = Babilong(Babilong.Config(**options), tokenizer)
+    rows = [
+        {"input": _text(tokenizer, i.input_ids), "target": i.target, "length": length, **i.metadata}
+        for length in lengths
+        for i in task.instances(length, samples, seed)
+    ]
+    return _dataset(rows)
+
+
+def process_babilong(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """BABILong's official metric (x100): the answer names exactly the target label."""
+    from tasks.babilong.metrics import correct
+
+    return {"accuracy": 100.0 * correct(doc["task"], doc["target"], results[0].strip(), doc["question"])}
+
+
 def longbench(**kwargs) -> dict[str, datasets.Dataset]:
     """One LongBench v1 dataset (`dataset` from the task's YAML), middle-truncated to each length."""
     from tasks.longbench.task import LongBench
