@@ -124,6 +124,33 @@ def passkey_lengths(summary: pd.DataFrame, colours: dict) -> Figure:
     return fig
 
 
+def babilong_lengths(table: pd.DataFrame, colours: dict) -> Figure:
+    """BABILong accuracy vs input length, one panel per bAbI task and one for their average, a line per method.
+
+    Lengths sit at even steps (BABILong's 0 is the facts alone, which has no place on a log axis); a dotted
+    grey line is the task's chance level (its best constant answer) at the shortest length.
+    """
+    tasks = sorted(set(table["babi_task"]) - {"avg"})
+    names = [*tasks, "avg"] if len(tasks) > 1 else tasks
+    lengths = sorted(table["length"].unique())
+    step = {length: i for i, length in enumerate(lengths)}
+    fig, panels = _figure(len(names), width=3.4, height=3.0, columns=3, sharey=True)
+    for ax, name in zip(panels, names, strict=True):
+        mine = table[table["babi_task"] == name]
+        for method, group in mine.groupby("method"):
+            group = group.sort_values("length")
+            ax.plot(group["length"].map(step), group["accuracy"], color=colours[method], marker="o")
+        chance = mine.sort_values("length")["chance"].dropna()
+        if not chance.empty:
+            ax.axhline(chance.iloc[0], color="0.5", linestyle=":", linewidth=1)
+        ax.set_xticks(range(len(lengths)), [axes.tokens(n) for n in lengths])
+        ax.set(title=name, ylim=(-3, 103), xlabel="input length (tokens)")
+    panels[0].set_ylabel("accuracy (%)")
+    methods = sorted(table["method"].unique(), key=list(colours).index)
+    panels[-1].legend(handles=[_handle(colours[m], m) for m in methods], fontsize="small")
+    return fig
+
+
 def perplexity_lengths(table: pd.DataFrame, colours: dict) -> Figure:
     """Token-weighted perplexity vs length per method (log x), with the 95% document-bootstrap band."""
     fig, (ax,) = _figure(1, width=6.0)
@@ -298,6 +325,10 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
     if "perplexity" in tables and tables["perplexity"]["perplexity"].notna().any():
         caption = "Token-weighted perplexity vs input length; band: 95% document bootstrap." + beyond
         out["perplexity_length"] = (perplexity_lengths(tables["perplexity"], colours), caption)
+    if "babilong" in tables:
+        caption = ("BABILong accuracy (%) vs input length per bAbI task and their average (0: the facts alone); "
+                   "dotted: the task's chance level (its most frequent answer's share).")  # fmt: skip
+        out["babilong_length"] = (babilong_lengths(tables["babilong"], colours), caption)
     if "position_nll" in tables:
         protocols = "; ".join(sorted(set(tables["perplexity"]["protocol"]))) if "perplexity" in tables else ""
         whole = " The legend names methods whose input runs past the base model's trained window." if beyond else ""

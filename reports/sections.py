@@ -232,6 +232,27 @@ def longbench_section(tables: dict) -> Section:
     return section
 
 
+def babilong_section(tables: dict, figures: dict) -> Section:
+    """BABILong: accuracy (%) per method and bAbI task by length, their average, each task's chance level."""
+    section = Section("BABILong")
+    frame = tables["babilong"]
+    text = frame.assign(text=[f"{fmt(a)} ({n})" for a, n in zip(frame["accuracy"], frame["n"], strict=True)])
+    order = sorted(set(frame["babi_task"]) - {"avg"}) + ["avg"]
+    grid = text.pivot_table(index=["method", "babi_task"], columns="length", values="text", aggfunc="first")
+    grid = grid.reindex(pd.MultiIndex.from_product([grid.index.unique(0), order])).dropna(how="all")
+    chance = frame.pivot_table(index="babi_task", columns="length", values="chance", aggfunc="first")
+    chance = chance.reindex(order).map(fmt)
+    chance.index = pd.MultiIndex.from_product([["chance (best constant answer)"], chance.index])
+    grid = pd.concat([grid, chance]).fillna("–").reset_index()
+    grid.columns = ["method", "task", *(str(c) for c in grid.columns[2:])]
+    section.text("avg: the mean over the tasks of each task's accuracy (BABILong's leaderboard average); length 0 is "
+                 "the facts alone, without background text.")  # fmt: skip
+    section.table(grid, "Accuracy % (samples) per method and bAbI task, by input length")
+    if "babilong_length" in figures:
+        section.figure("babilong_length", figures["babilong_length"])
+    return section
+
+
 def cost_section(tables: dict, figures: dict) -> Section:
     """Section 5: median costs per task x method x length, fitted exponents, one log-log figure per task."""
     section = Section("Cost")
@@ -445,6 +466,8 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
         out.append(perplexity_section(tables, figures))
     if "longbench" in tables:
         out.append(longbench_section(tables))
+    if "babilong" in tables:
+        out.append(babilong_section(tables, figures))
     if "cost" in tables:
         out.append(cost_section(tables, figures))
     if "tradeoff" in tables:

@@ -23,7 +23,7 @@ from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
 from reports.memory_gain import token_gain
-from reports.tasks import longbench, passkey_depth, perplexity, position_nll
+from reports.tasks import babilong, longbench, passkey_depth, perplexity, position_nll
 
 # A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
 LOADED = 0.25
@@ -301,6 +301,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
             "perplexity": perplexity(cells, tables["summary"]),
             "position_nll": position_nll(samples),
             "longbench": longbench(cells, samples),
+            "babilong": babilong(cells, samples),
             "cost": cost_samples(samples),
         }
     )

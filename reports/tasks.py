@@ -1,4 +1,4 @@
-"""Task-specific report tables: passkey depth grid, perplexity with its protocol, LongBench averages.
+"""Task-specific report tables: passkey depth grid, perplexity with its protocol, LongBench averages, BABILong.
 
 Each reads the per-sample fields its task writes (the contracts are in the task modules and the
 reports issue) and returns an empty frame when the store has no cell of that task.
@@ -146,3 +146,30 @@ def longbench_order(frame: pd.DataFrame) -> list[str]:
     averages = [k for k in LONGBENCH_AVERAGES if k in present]
     counts = [k for k in LONGBENCH_COUNTS if k in present]
     return [*datasets, *categories, *averages, *buckets, *counts]
+
+
+def babilong(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """BABILong accuracy (%) per method x length x bAbI task, with `avg` (the mean over tasks), chance and count.
+
+    Values come from the cell aggregate (`qaN`, `chance_qaN`, `accuracy`); a task missing there (an
+    unfinished cell) is averaged from its samples, and the average from those.
+    """
+    mine = cells[cells["task"].str.startswith("babilong")]
+    rows = []
+    for _, cell in mine.iterrows():
+        aggregate = dict(cell["aggregate"])
+        own = samples[(samples["cell_id"] == cell["cell_id"]) & samples["score"].notna()]
+        names = own["metadata"].map(lambda m: m.get("task"))
+        counts = names.value_counts()
+        for name, mean in own.groupby(names)["score"].mean().items():
+            aggregate.setdefault(name, mean)
+        tasks = sorted(key for key in aggregate if key.startswith("qa"))
+        aggregate.setdefault("accuracy", float(np.mean([aggregate[name] for name in tasks])) if tasks else np.nan)
+        for name in [*tasks, "avg"]:
+            value = aggregate.get("accuracy") if name == "avg" else aggregate[name]
+            chance = aggregate.get("chance" if name == "avg" else f"chance_{name}", np.nan)
+            rows.append(
+                {"method": cell["label"], "length": int(cell["length"]), "babi_task": name, "accuracy": value,
+                 "chance": chance, "n": int(counts.sum() if name == "avg" else counts.get(name, 0))}
+            )  # fmt: skip
+    return pd.DataFrame(rows)

@@ -183,3 +183,52 @@ def test_longbench_tables(longbench_store, tmp_path):
     assert "12.5" in row
     assert "| truncated |  | 3 | 3 |" in markdown  # counts print as integers
     assert "n=7 (1 skipped)" in markdown
+
+
+@pytest.fixture
+def babilong_store(tmp_path):
+    """full answers qa1 right and qa2 half right at both lengths; rmt's 4096 cell is unfinished (no aggregate)."""
+    path = tmp_path / "bl.sqlite"
+    store = Store(path)
+    store.start_run("run1", "test", PROVENANCE, {})
+    for method in ("full", "rmt"):
+        for length in (0, 4096):
+            cell_id = f"bl-{method}-{length}"
+            _cell(store, cell_id, method, "babilong", "accuracy", length, {"tasks": ["qa1", "qa2"]})
+            scores = (
+                {"qa1": [100.0, 100.0], "qa2": [100.0, 0.0]}
+                if method == "full"
+                else {"qa1": [0.0, 100.0], "qa2": [0.0, 0.0]}
+            )
+            idx = 0
+            for task, values in scores.items():
+                for value in values:
+                    store.add_sample(
+                        cell_id, idx,
+                        {"instance_id": f"{task}-{idx}", "score": value, "prediction": "x", "target": "garden",
+                         "metrics": {"accuracy": value, task: value}, "metadata": {"task": task},
+                         **_cost(max(length, 300), method)},
+                    )  # fmt: skip
+                    idx += 1
+            if method == "rmt" and length == 4096:
+                continue
+            aggregate = {task: float(np.mean(values)) for task, values in scores.items()}
+            aggregate |= {"chance_qa1": 50.0, "chance_qa2": 100.0, "chance": 75.0,
+                          "accuracy": float(np.mean(list(aggregate.values())))}  # fmt: skip
+            store.close_cell(cell_id, "done", aggregate=aggregate)
+    store.close()
+    return path
+
+
+def test_babilong_table_section_and_figure(babilong_store, tmp_path):
+    table = build(babilong_store)["babilong"].set_index(["method", "length", "babi_task"])
+    assert table.loc[("full", 4096, "qa2"), "accuracy"] == 50.0 and table.loc[("full", 4096, "avg"), "accuracy"] == 75
+    assert table.loc[("full", 0, "qa1"), "chance"] == 50.0 and table.loc[("full", 0, "avg"), "n"] == 4
+    assert table.loc[("rmt", 4096, "qa1"), "accuracy"] == 50.0  # unfinished cell: from its samples
+    assert table.loc[("rmt", 4096, "avg"), "accuracy"] == 25.0
+    report = write_report(babilong_store, tmp_path / "out")
+    markdown = report.markdown.read_text()
+    assert "## BABILong" in markdown and "babilong_length.png" in markdown
+    assert "| full | qa2 | 50.0 (2) | 50.0 (2) |" in markdown
+    assert "| rmt | avg | 25.0 (4) | 25.0 (4) |" in markdown
+    assert "| chance (best constant answer) | qa2 | 100 | 100 |" in markdown
