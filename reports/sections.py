@@ -253,6 +253,38 @@ def babilong_section(tables: dict, figures: dict) -> Section:
     return section
 
 
+def ruler_section(tables: dict) -> Section:
+    """RULER: each method's average over the RULER tasks it ran, by length, and its effective length."""
+    section = Section("RULER")
+    frame = tables["ruler"]
+    text = frame.assign(text=[f"{fmt(a)} ({n})" for a, n in zip(frame["average"], frame["tasks"], strict=True)])
+    grid = text.pivot(index="method", columns="length", values="text").fillna("–").reset_index()
+    grid.columns = [str(c) for c in grid.columns]
+    section.table(grid, "RULER average % (tasks averaged) per method, by input length")
+    effective = tables["ruler_effective"]
+    threshold = fmt(effective["threshold"].iloc[0])
+    shown = pd.DataFrame(
+        {
+            "method": effective["method"],
+            f"effective length (average > {threshold})": effective["effective"].map(_length_text),
+            "longest length at ≥ half its shortest-length average": effective["half_of_shortest"].map(_length_text),
+            "shortest-length average": effective["shortest_average"].map(fmt),
+        }
+    )
+    section.text(
+        f"Effective length: the longest input length up to which the method's RULER average stays above {threshold}, "
+        "the RULER paper's threshold (Llama-2-7B's average at 4K); a small model may never reach it, so beside it the "
+        "longest length up to which the average stays at or above half its own average at the shortest length. "
+        "Averages over different task sets (the count in brackets) do not compare."
+    )
+    section.table(shown, "Effective length per method")
+    return section
+
+
+def _length_text(length) -> str:
+    return "none" if length is None or pd.isna(length) else f"{int(length):,}"
+
+
 def cost_section(tables: dict, figures: dict) -> Section:
     """Section 5: median costs per task x method x length, fitted exponents, one log-log figure per task."""
     section = Section("Cost")
@@ -468,6 +500,8 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
         out.append(longbench_section(tables))
     if "babilong" in tables:
         out.append(babilong_section(tables, figures))
+    if "ruler" in tables:
+        out.append(ruler_section(tables))
     if "cost" in tables:
         out.append(cost_section(tables, figures))
     if "tradeoff" in tables:

@@ -23,7 +23,7 @@ from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
 from reports.memory_gain import token_gain
-from reports.tasks import babilong, longbench, passkey_depth, perplexity, position_nll
+from reports.tasks import babilong, effective_lengths, longbench, passkey_depth, perplexity, position_nll, ruler
 
 # A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
 LOADED = 0.25
@@ -305,6 +305,8 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
             "cost": cost_samples(samples),
         }
     )
+    tables["ruler"] = ruler(tables["summary"])
+    tables["ruler_effective"] = effective_lengths(tables["ruler"]) if not tables["ruler"].empty else pd.DataFrame()
     tables["scaling"] = scaling(tables["cost"])
     tables["tradeoff"] = tradeoff(tables["summary"], samples)
     tables["memory"] = matched_memory(cells, samples, tables["summary"], chance)

@@ -1,4 +1,4 @@
-"""Task-specific report tables: passkey depth grid, perplexity with its protocol, LongBench averages, BABILong.
+"""Task-specific report tables: passkey depth grid, perplexity with its protocol, LongBench averages, BABILong, RULER.
 
 Each reads the per-sample fields its task writes (the contracts are in the task modules and the
 reports issue) and returns an empty frame when the store has no cell of that task.
@@ -10,6 +10,14 @@ import json
 
 import numpy as np
 import pandas as pd
+
+# RULER's 13 tasks as lm-eval names them (lm_eval/tasks/ruler/ruler.yaml), and the RULER paper's threshold for an
+# effective length: Llama-2-7B's average at 4K (Hsieh et al., 2024, arXiv 2404.06654, Table 3).
+RULER_TASKS = (
+    "niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
+    "niah_multiquery", "niah_multivalue", "ruler_vt", "ruler_cwe", "ruler_fwe", "ruler_qa_squad", "ruler_qa_hotpot",
+)  # fmt: skip
+RULER_THRESHOLD = 85.6
 
 # LongBench aggregate keys that are not dataset names, in the order the table shows them.
 LONGBENCH_AVERAGES = ("avg_en", "avg_zh", "avg_en16", "average")
@@ -173,3 +181,42 @@ def babilong(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
                  "chance": chance, "n": int(counts.sum() if name == "avg" else counts.get(name, 0))}
             )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def ruler(summary: pd.DataFrame) -> pd.DataFrame:
+    """RULER's average (%) per method x length over the RULER tasks run as one lm-eval task each, and its count.
+
+    A cell counts when it ran exactly one of `RULER_TASKS` (report name `lm-eval:<task>`); its value (0-1,
+    RULER's string match) is scaled to %.
+    """
+    names = summary["task"].str.removeprefix("lm-eval:")
+    mine = summary[summary["task"].str.startswith("lm-eval:") & names.isin(RULER_TASKS) & summary["value"].notna()]
+    if mine.empty:
+        return pd.DataFrame()
+    grouped = mine.groupby(["method", "length"])["value"]
+    frame = pd.DataFrame({"average": 100 * grouped.mean(), "tasks": grouped.count()}).reset_index()
+    return frame.sort_values(["method", "length"], ignore_index=True)
+
+
+def effective_lengths(frame: pd.DataFrame, threshold: float = RULER_THRESHOLD) -> pd.DataFrame:
+    """Per method: RULER's effective length and the longest length at half its own shortest-length average.
+
+    The effective length is the longest length up to which the average stays above `threshold`; the other,
+    the longest up to which it stays at or above half the average at the method's shortest length. Both need
+    every shorter measured length to pass too; missing where the shortest already fails.
+    """
+    rows = []
+    for method, group in frame.groupby("method"):
+        group = group.sort_values("length")
+        half = group["average"].iloc[0] / 2
+        rows.append(
+            {"method": method, "threshold": threshold, "effective": _longest(group, group["average"] > threshold),
+             "half_of_shortest": _longest(group, group["average"] >= half), "shortest_average": 2 * half}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _longest(group: pd.DataFrame, passing: pd.Series) -> int | None:
+    """The last length of the leading run of passing lengths, or None when the first fails."""
+    run = passing.cummin()
+    return int(group.loc[run, "length"].iloc[-1]) if run.any() else None

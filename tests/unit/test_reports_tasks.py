@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.store import Store
@@ -232,3 +233,34 @@ def test_babilong_table_section_and_figure(babilong_store, tmp_path):
     assert "| full | qa2 | 50.0 (2) | 50.0 (2) |" in markdown
     assert "| rmt | avg | 25.0 (4) | 25.0 (4) |" in markdown
     assert "| chance (best constant answer) | qa2 | 100 | 100 |" in markdown
+
+
+@pytest.fixture
+def ruler_store(tmp_path):
+    """Two RULER tasks through lm-eval at 3 lengths; `good` falls under 85.6 at 16K, `weak` never reaches it."""
+    path = tmp_path / "ruler.sqlite"
+    store = Store(path)
+    store.start_run("run1", "test", PROVENANCE, {})
+    averages = {"good": (0.90, 0.88, 0.60), "weak": (0.50, 0.30, 0.20)}
+    for method, values in averages.items():
+        for length, average in zip((4096, 8192, 16384), values, strict=True):
+            for task, shift in (("niah_single_1", 0.05), ("ruler_vt", -0.05)):
+                cell_id = f"{method}-{task}-{length}"
+                _cell(store, cell_id, method, "lm-eval", "score", length, {"tasks": [task]})
+                store.add_sample(cell_id, 0, {"instance_id": "d0", "score": average + shift, "metrics": {},
+                                              "metadata": {}, **_cost(length, method)})  # fmt: skip
+                store.close_cell(cell_id, "done", aggregate={"score": average + shift})
+    store.close()
+    return path
+
+
+def test_ruler_average_and_effective_lengths(ruler_store, tmp_path):
+    tables = build(ruler_store)
+    average = tables["ruler"].set_index(["method", "length"])
+    assert average.loc[("good", 8192), "average"] == pytest.approx(88.0) and average.loc[("good", 8192), "tasks"] == 2
+    effective = tables["ruler_effective"].set_index("method")
+    assert effective.loc["good", "effective"] == 8192 and effective.loc["good", "half_of_shortest"] == 16384
+    assert pd.isna(effective.loc["weak", "effective"]) and effective.loc["weak", "half_of_shortest"] == 8192
+    markdown = write_report(ruler_store, tmp_path / "out").markdown.read_text()
+    assert "## RULER" in markdown and "| good | 90.0 (2) | 88.0 (2) | 60.0 (2) |" in markdown
+    assert "| weak | none | 8,192 | 50.0 |" in markdown
