@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -264,3 +265,15 @@ def test_ruler_average_and_effective_lengths(ruler_store, tmp_path):
     markdown = write_report(ruler_store, tmp_path / "out").markdown.read_text()
     assert "## RULER" in markdown and "| good | 90.0 (2) | 88.0 (2) | 60.0 (2) |" in markdown
     assert "| weak | none | 8,192 | 50.0 |" in markdown
+
+
+def test_ruler_tasks_are_lm_evals_ruler_group_and_examples_ruler_runs_each():
+    import yaml
+
+    lm_eval = pytest.importorskip("lm_eval")
+    from reports.tasks import RULER_TASKS
+
+    group = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks" / "ruler" / "ruler.yaml").read_text())
+    assert tuple(group["task"]) == RULER_TASKS
+    sweep = yaml.safe_load((Path(__file__).parents[2] / "examples" / "ruler.yaml").read_text())
+    assert tuple(task["options"]["tasks"][0] for task in sweep["tasks"]) == RULER_TASKS
