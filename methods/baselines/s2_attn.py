@@ -5,9 +5,10 @@ Paper: https://arxiv.org/abs/2309.12307; official code https://github.com/dvlab-
 
 The sequence is cut into groups of `G` tokens and attention is causal inside each group only. The first
 half of the heads use the groups `[0, G), [G, 2G), …`; the others use the same groups shifted by `G/2`, so
-information crosses group boundaries through the shifted half. With an odd number of heads (SmolLM2's 9)
-the first half is the larger, `ceil(H/2)`, as `chunk(2)` splits them in the official flash path (its
-non-flash path splits at `H // 2`; upstream only ran even head counts). Two official variants differ:
+information crosses group boundaries through the shifted half. Upstream ran only even head counts. With an
+odd number (SmolLM2's 9) lch keeps the larger half, `ceil(H/2)`, unshifted: the official flash path has no
+counterpart (it reshapes the heads to `(2, H // 2)`, which fails for an odd `H`), and its non-flash path
+shifts the heads from `H // 2` on, the larger half. Two official variants differ:
 
 - `rolled=False` (default; the official flash path, `forward_flashattn`): the shifted groups are
   `[0, G/2), [G/2, 3G/2), …, [N - G/2, N)`. No token ever sees a later one.

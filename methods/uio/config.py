@@ -34,7 +34,12 @@ class UIOConfig(MethodConfig):
     three times); the encoder stops at the last layer's attention input (the official code runs the
     whole model and the LM head); memory K/V are computed once per segment and cached (the official
     code recomputes them on every decoder call, every generated token included); text queries and
-    K/V use the frozen weights, as in the official decoder.
+    K/V use the frozen weights, as in the official decoder. Not equivalent for every model: the
+    encoder's attention scales its scores by 1/sqrt(head_dim), where the official encoder
+    (`src/modifiers/modify_llama_ccf.py`, `do_encoder_attn`) hard-codes 1/sqrt(128). They agree for
+    128-dim heads (Llama-2-7B, the paper's model) and not for SmolLM2's 64-dim heads, where 1/sqrt(128)
+    would soften every encoder softmax from the base model's own; lch keeps the decoder's scale, which is
+    what the official constant is for the paper's model.
     """
 
     segment: int = 1024
