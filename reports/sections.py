@@ -84,17 +84,26 @@ def mark(text: str, beyond, noncausal=False, memories=False, loaded=False) -> st
 
 
 def fmt(value, digits: int = 3) -> str:
-    """Format a number short enough for a table cell; `–` for missing."""
+    """Format a number short enough for a table cell; `–` for missing.
+
+    The text depends on the rounded value only, so numbers an ulp apart print alike on every machine:
+    0.99999999 prints as 1.0 does (`1.00`, not `1`), 9.9996 as 10.0 does (`10.0`).
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if isinstance(value, float) and abs(value) < 1e-12:
-        value = 0.0  # a fitted slope of 6e-16 is a flat line; printing it in e-notation misleads
     if isinstance(value, bool):
         return "yes" if value else ""
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
-        return f"{int(value):,}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) < 1e-12:
+        value = 0.0  # a fitted slope of 6e-16 is a flat line; printing it in e-notation misleads
+    text = _short(float(value), digits)
+    return _short(float(text.replace(",", "")), digits)  # rounding may carry into the next magnitude's format
+
+
+def _short(value: float, digits: int) -> str:
     magnitude = abs(value)
-    if magnitude >= 1000:
+    if value.is_integer() and magnitude >= 100 or magnitude >= 1000:
         return f"{value:,.0f}"
     if magnitude >= 100:
         return f"{value:.1f}"

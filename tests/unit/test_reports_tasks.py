@@ -277,3 +277,34 @@ def test_ruler_tasks_are_lm_evals_ruler_group_and_examples_ruler_runs_each():
     assert tuple(group["task"]) == RULER_TASKS
     sweep = yaml.safe_load((Path(__file__).parents[2] / "examples" / "ruler.yaml").read_text())
     assert tuple(task["options"]["tasks"][0] for task in sweep["tasks"]) == RULER_TASKS
+
+
+def test_a_store_an_ulp_away_renders_the_same_report(perplexity_store, tmp_path):
+    """Costs, scores and aggregates one ulp up render the same text: numbers print by their rounded value."""
+    import json
+    import shutil
+    import sqlite3
+
+    store, _ = perplexity_store
+    nudged = tmp_path / "nudged.sqlite"
+    shutil.copy(store, nudged)
+    up = np.nextafter(1.0, 2.0)  # 1 + 2^-52
+    with sqlite3.connect(nudged) as db:
+        db.execute("UPDATE samples SET score = score * ?, prefill_s = prefill_s * ?, decode_s = decode_s * ?",
+                   (up, up, up))  # fmt: skip
+        for cell_id, aggregate in db.execute("SELECT cell_id, aggregate FROM cells").fetchall():
+            values = {key: v * up if isinstance(v, float) else v for key, v in json.loads(aggregate).items()}
+            db.execute("UPDATE cells SET aggregate = ? WHERE cell_id = ?", (json.dumps(values), cell_id))
+
+    def text(store: Path, out: str) -> list[str]:
+        lines = write_report(store, tmp_path / out).markdown.read_text().splitlines()
+        return [line for line in lines if not line.startswith("Store `")]  # the path and the generation time
+
+    assert text(nudged, "b") == text(store, "a")
+
+
+@pytest.mark.parametrize("value", [1.0, 10.0, 100.0, 1000.0, 0.001, 0.25, 3.0, 47.0])
+def test_numbers_an_ulp_apart_print_alike(value):
+    from reports.sections import fmt
+
+    assert fmt(np.nextafter(value, 0.0)) == fmt(value) == fmt(np.nextafter(value, np.inf))
