@@ -175,48 +175,67 @@ def position_curves(curve: pd.DataFrame, colours: dict, protocol: str) -> Figure
     return fig
 
 
-def _fit_label(method: str, fit: pd.DataFrame) -> tuple[str, float, float]:
-    """Legend text `full: ∝ n^1.93` and the (exponent, coefficient), NaN when not fitted (< 3 lengths)."""
+def _fit(fit: pd.DataFrame) -> tuple[float, float]:
+    """The fitted (exponent, coefficient), NaN when not fitted (< 3 lengths)."""
     if fit.empty or not np.isfinite(fit["exponent"].iloc[0]):
-        lengths = int(fit["lengths"].iloc[0]) if len(fit) else 0
-        return f"{method} (no fit: {lengths} length{'s' * (lengths != 1)})", float("nan"), float("nan")
-    k, c = float(fit["exponent"].iloc[0]), float(fit["coefficient"].iloc[0])
-    k = 0.0 if abs(k) < 0.005 else k  # print 0.00, never -0.00, for a flat line
-    return f"{method}: ∝ n^{k:.2f}", k, c
+        return float("nan"), float("nan")
+    return float(fit["exponent"].iloc[0]), float(fit["coefficient"].iloc[0])
 
 
 def cost_curves(cost: pd.DataFrame, scaling: pd.DataFrame, colours: dict) -> Figure:
     """Each recorded cost metric vs input tokens per method (log-log, one task), with its fitted power law.
 
     Points are the per-length medians; the line is the least-squares fit through them (drawn only over
-    the measured range, and only for 3+ lengths), labelled with its exponent in the panel's legend.
+    the measured range, and only for 3+ lengths; its exponent is in the report's table). One legend for
+    the figure. With one length there is no curve to draw: `cost_dots` shows the methods side by side.
     """
     points = medians(cost)
+    if points["length"].nunique() == 1:
+        return cost_dots(points, colours)
     metrics = [m for m in METRICS if points[m].gt(0).any()]
-    fig, panels = _figure(len(metrics), width=4.4, height=4.0, columns=3)
+    fig, panels = _figure(len(metrics), width=4.4, height=3.6, columns=3)
     ticks = points.groupby("length")["input_tokens"].median()  # one tick per measured length
     for ax, metric in zip(panels, metrics, strict=True):
         label, unit = METRICS[metric]
         factor = axes.UNITS[unit][0]
-        handles, drawn = [], [points.loc[points[metric] > 0, metric] * factor]
+        drawn = [points.loc[points[metric] > 0, metric] * factor]
         for method, group in points.groupby("method"):
             group = group[group[metric] > 0].sort_values("input_tokens")
             if group.empty:
                 continue
             colour = colours[method]
             _points(ax, group["input_tokens"], group[metric] * factor, colour, group["beyond_window"], size=24)
-            text, k, c = _fit_label(method, scaling[(scaling["method"] == method) & (scaling["metric"] == metric)])
+            k, c = _fit(scaling[(scaling["method"] == method) & (scaling["metric"] == metric)])
             if np.isfinite(k):
                 x = np.geomspace(group["input_tokens"].min(), group["input_tokens"].max(), 32)
                 ax.plot(x, c * x**k * factor, color=colour, linewidth=1.2, alpha=0.85)
                 drawn.append(pd.Series(c * x**k * factor))
-            handles.append(_handle(colour, text, line=np.isfinite(k)))
         axes.length_axis(ax, ticks)
         axes.log_axis(ax, pd.concat(drawn), unit)
         ax.set(xlabel="input tokens", ylabel=label, title=label)
-        # Below the panel, not inside it: a legend of fits would otherwise sit on the points it describes.
-        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
-                  frameon=False)  # fmt: skip
+    handles = [_handle(colours[m], m) for m in sorted(points["method"].unique(), key=list(colours).index)]
+    if points["beyond_window"].any():
+        handles.append(_beyond_handle())
+    fig.legend(handles=handles, loc="outside lower center", fontsize="small", ncols=min(len(handles), 5),
+               frameon=False)  # fmt: skip
+    return fig
+
+
+def cost_dots(points: pd.DataFrame, colours: dict) -> Figure:
+    """Each recorded cost metric per method at the one measured length: a dot per method (log x), named on y."""
+    metrics = [m for m in METRICS if points[m].gt(0).any()]
+    methods = sorted(points["method"].unique(), key=list(colours).index)
+    fig, panels = _figure(len(metrics), width=4.0, height=0.35 * len(methods) + 1.4, columns=2, sharey=True)
+    for ax, metric in zip(panels, metrics, strict=True):
+        label, unit = METRICS[metric]
+        factor = axes.UNITS[unit][0]
+        shown = points[points[metric] > 0]
+        for method, row in shown.set_index("method").iterrows():
+            _points(ax, [row[metric] * factor], [methods.index(method)], colours[method], [row["beyond_window"]])
+        axes.log_axis(ax, shown[metric] * factor, unit, axis="x")
+        ax.set_yticks(range(len(methods)), methods)
+        ax.set(title=label, ylim=(len(methods) - 0.5, -0.5))
+        ax.grid(axis="x", alpha=0.3)
     if points["beyond_window"].any():
         fig.legend(handles=[_beyond_handle()], loc="outside lower center", fontsize="small", frameon=False)
     return fig
@@ -319,10 +338,12 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
         dagger = "; † input longer than the base model's trained window" if beyond else ""
         caption = f"Passkey accuracy per needle depth and input length (red 0, green 1){dagger}."
         out["passkey_heatmap"] = (passkey_heatmaps(tables["passkey_depth"], colours), caption)
-    if (tables["summary"]["task"] == "passkey").any() and tables["summary"]["value"].notna().any():
+    passkey = tables["summary"][tables["summary"]["task"] == "passkey"]
+    if passkey["value"].notna().any() and passkey["length"].nunique() > 1:  # a line needs two lengths
         caption = "Passkey accuracy vs input length; band: 95% bootstrap interval." + beyond
         out["passkey_length"] = (passkey_lengths(tables["summary"], colours), caption)
-    if "perplexity" in tables and tables["perplexity"]["perplexity"].notna().any():
+    perplexity = tables.get("perplexity", pd.DataFrame(columns=["perplexity", "length"]))
+    if perplexity["perplexity"].notna().any() and perplexity["length"].nunique() > 1:
         caption = "Token-weighted perplexity vs input length; band: 95% document bootstrap." + beyond
         out["perplexity_length"] = (perplexity_lengths(tables["perplexity"], colours), caption)
     if "babilong" in tables:
@@ -338,6 +359,8 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
         for task, frame in tables["cost"].groupby("task"):
             caption = (f"{task}: cost vs input tokens (log-log, median per length); lines: least-squares power-law "
                        "fit n^k through the medians, for methods measured at 3+ lengths." + beyond)  # fmt: skip
+            if frame["length"].nunique() == 1:
+                caption = f"{task}: median cost per sample of each method at {int(frame['length'].iloc[0]):,} tokens."
             fits = tables["scaling"][tables["scaling"]["task"] == task]
             out[f"cost_{_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
     for task, frame in tables.get("tradeoff", pd.DataFrame(columns=["task"])).groupby("task"):

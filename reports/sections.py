@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from reports import axes
@@ -309,7 +310,7 @@ def cost_section(tables: dict, figures: dict) -> Section:
         shown[label] = median[metric].map(lambda v, unit=unit: human(v, unit))
     section.table(shown, "Median cost per sample")
     section.footnote(median["beyond_window"], loaded=median["under_load"])
-    if "scaling" in tables:
+    if "scaling" in tables and np.isfinite(tables["scaling"]["exponent"]).any():
         fits = tables["scaling"].assign(text=lambda f: [
             f"{fmt(k)} (r²={fmt(r2)}, {n} lengths)" if math.isfinite(k) else f"n/a ({n} length{'s' * (n != 1)})"
             for k, r2, n in zip(f["exponent"], f["r2"], f["lengths"], strict=True)
@@ -320,6 +321,9 @@ def cost_section(tables: dict, figures: dict) -> Section:
                      f"per-length medians, fitted only with {MIN_FIT_LENGTHS}+ lengths. Linear methods sit near 1, "
                      "full-attention prefill approaches 2 as attention dominates.")  # fmt: skip
         section.table(grid, "Fitted scaling exponents")
+    elif "scaling" in tables:
+        most = int(tables["scaling"]["lengths"].max())
+        section.text(f"Scaling exponents need {MIN_FIT_LENGTHS}+ lengths per method; this store has at most {most}.")
     for name in sorted(n for n in figures if n.startswith("cost_")):
         section.figure(name, figures[name])
     return section

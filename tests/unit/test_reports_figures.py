@@ -131,10 +131,12 @@ def test_cost_figure_reads_like_a_paper_figure(store):
         assert _labels(ax.xaxis) == ["256", "384", "512", "768"]  # ticks at the measured lengths only
         assert len(ax.xaxis.get_minorticklocs()) == len(ax.yaxis.get_minorticklocs()) == 0
         assert all(label.endswith(("B", "s")) for label in _labels(ax.yaxis)), _labels(ax.yaxis)
-        legend = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert len(legend) == 3 and all(": ∝ n^" in text for text in legend), legend
+        assert ax.get_legend() is None  # one legend for the figure, not one per panel
         for line in ax.get_lines():  # fits span the measured range only
             assert line.get_xdata().min() >= min(LENGTHS) - 1 and line.get_xdata().max() <= max(LENGTHS) + 1
+    (legend,) = fig.legends  # the methods once, and the hollow marker's meaning (full's longest cell)
+    methods = sorted(tables["cost"]["method"].unique(), key=lambda m: (m != "full", m))
+    assert [t.get_text() for t in legend.get_texts()] == [*methods, BEYOND_LABEL]
     state = next(ax for ax in fig.axes if ax.get_title().startswith("state"))
     full = next(line for line in state.get_lines() if line.get_xdata().size)  # the first method drawn is full
     fitted = np.interp(LENGTHS, full.get_xdata(), full.get_ydata())
@@ -181,3 +183,17 @@ def test_method_sources_are_public(store, tmp_path):
                    "https://arxiv.org/abs/2406.18173", "https://github.com/wenhaoli-xmu/UIO-LLMs",
                    "https://arxiv.org/abs/2306.15595", "https://arxiv.org/abs/2309.00071"):  # fmt: skip
         assert source in markdown
+
+
+def test_one_length_draws_each_method_once_and_no_lines(store, tmp_path):
+    _sql(store, "DELETE FROM samples WHERE cell_id IN (SELECT cell_id FROM cells WHERE length != ?)", LENGTHS[0])
+    _sql(store, "DELETE FROM cells WHERE length != ?", LENGTHS[0])
+    tables = build(store)
+    made = figures(tables, "full")
+    assert "passkey_length" not in made  # a line of one point says nothing
+    fig, caption = made["cost_passkey"]
+    assert caption == f"passkey: median cost per sample of each method at {LENGTHS[0]} tokens."
+    methods = sorted(tables["cost"]["method"].unique(), key=lambda m: (m != "full", m))
+    for ax in fig.axes:
+        assert [label.get_text() for label in ax.get_yticklabels()] == methods and not ax.get_lines()
+        assert sum(len(c.get_offsets()) for c in ax.collections) == len(methods)
