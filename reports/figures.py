@@ -9,8 +9,6 @@ the base model's trained window is drawn with a hollow marker (its `beyond_windo
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -19,6 +17,7 @@ from matplotlib.lines import Line2D
 
 from reports import axes
 from reports.cost import METRICS, medians
+from reports.tasks import file_stem
 
 MAX_LENGTH_PANELS = 3
 BEYOND_LABEL = "hollow: input past the trained window"
@@ -346,10 +345,12 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
     if perplexity["perplexity"].notna().any() and perplexity["length"].nunique() > 1:
         caption = "Token-weighted perplexity vs input length; band: 95% document bootstrap." + beyond
         out["perplexity_length"] = (perplexity_lengths(tables["perplexity"], colours), caption)
-    if "babilong" in tables:
-        caption = ("BABILong accuracy (%) vs input length per bAbI task and their average (0: the facts alone); "
+    for task, frame in tables.get("babilong", pd.DataFrame(columns=["task", "length"])).groupby("task"):
+        if frame["length"].nunique() < 2:  # a line needs two lengths; the table has the one
+            continue
+        caption = (f"{task}: accuracy (%) vs input length per bAbI task and their average (0: the facts alone); "
                    "dotted: the task's chance level (its most frequent answer's share).")  # fmt: skip
-        out["babilong_length"] = (babilong_lengths(tables["babilong"], colours), caption)
+        out[f"babilong_length_{file_stem(task)}"] = (babilong_lengths(frame, colours), caption)
     if "position_nll" in tables:
         protocols = "; ".join(sorted(set(tables["perplexity"]["protocol"]))) if "perplexity" in tables else ""
         whole = " The legend names methods whose input runs past the base model's trained window." if beyond else ""
@@ -362,12 +363,12 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
             if frame["length"].nunique() == 1:
                 caption = f"{task}: median cost per sample of each method at {int(frame['length'].iloc[0]):,} tokens."
             fits = tables["scaling"][tables["scaling"]["task"] == task]
-            out[f"cost_{_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
+            out[f"cost_{file_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
     for task, frame in tables.get("tradeoff", pd.DataFrame(columns=["task"])).groupby("task"):
         for cost, (_, _, _, label) in TRADEOFF_COSTS.items():
             caption = (f"{task}: score vs median {label} per cell, one panel per input length; ringed and joined: "
                        "the Pareto front within that length." + beyond)  # fmt: skip
-            out[f"tradeoff_{_stem(task)}_{cost}"] = (tradeoff(frame, colours, cost), caption)
+            out[f"tradeoff_{file_stem(task)}_{cost}"] = (tradeoff(frame, colours, cost), caption)
     memory = tables.get("memory", pd.DataFrame(columns=["task", "method", "fraction"]))
     for task, frame in memory[memory["fraction"] > 0].groupby("task"):
         caption = (f"{task}: score vs state after a sample as % of full attention's KV cache at the same length "
@@ -376,10 +377,5 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
         stateless = sorted(set(memory.loc[(memory["task"] == task) & (memory["fraction"] == 0), "method"]))
         if stateless:  # no place on a log axis; the table lists them
             caption += f" Not drawn, holding no state after a sample: {', '.join(stateless)}."
-        out[f"memory_{_stem(task)}"] = (matched_memory(frame, colours), caption)
+        out[f"memory_{file_stem(task)}"] = (matched_memory(frame, colours), caption)
     return out
-
-
-def _stem(task: str) -> str:
-    """A task's report name as a safe file stem (`lm-eval:a+b` -> `lm-eval_a_b`): it names a PNG and an HTML src."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)

@@ -15,7 +15,7 @@ import pandas as pd
 from reports import axes
 from reports.cost import METRICS, MIN_FIT_LENGTHS, medians
 from reports.memory_gain import KEY_GAIN
-from reports.tasks import longbench_order
+from reports.tasks import file_stem, longbench_order
 
 STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
 DAGGER = "†"
@@ -245,21 +245,24 @@ def longbench_section(tables: dict) -> Section:
 def babilong_section(tables: dict, figures: dict) -> Section:
     """BABILong: accuracy (%) per method and bAbI task by length, their average, each task's chance level."""
     section = Section("BABILong")
-    frame = tables["babilong"]
-    text = frame.assign(text=[f"{fmt(a)} ({n})" for a, n in zip(frame["accuracy"], frame["n"], strict=True)])
-    order = sorted(set(frame["babi_task"]) - {"avg"}) + ["avg"]
-    grid = text.pivot_table(index=["method", "babi_task"], columns="length", values="text", aggfunc="first")
-    grid = grid.reindex(pd.MultiIndex.from_product([grid.index.unique(0), order])).dropna(how="all")
-    chance = frame.pivot_table(index="babi_task", columns="length", values="chance", aggfunc="first")
-    chance = chance.reindex(order).map(fmt)
-    chance.index = pd.MultiIndex.from_product([["chance (best constant answer)"], chance.index])
-    grid = pd.concat([grid, chance]).fillna("–").reset_index()
-    grid.columns = ["method", "task", *(str(c) for c in grid.columns[2:])]
     section.text("avg: the mean over the tasks of each task's accuracy (BABILong's leaderboard average); length 0 is "
                  "the facts alone, without background text.")  # fmt: skip
-    section.table(grid, "Accuracy % (samples) per method and bAbI task, by input length")
-    if "babilong_length" in figures:
-        section.figure("babilong_length", figures["babilong_length"])
+    for task, frame in tables["babilong"].groupby("task"):
+        tasks = sorted(set(frame["babi_task"]) - {"avg"})
+        order = [*tasks, "avg"] if len(tasks) > 1 else tasks
+        frame = frame[frame["babi_task"].isin(order)]
+        text = frame.assign(text=[f"{fmt(a)} ({n})" for a, n in zip(frame["accuracy"], frame["n"], strict=True)])
+        grid = text.pivot_table(index=["method", "babi_task"], columns="length", values="text", aggfunc="first")
+        grid = grid.reindex(pd.MultiIndex.from_product([grid.index.unique(0), order])).dropna(how="all")
+        chance = frame.pivot_table(index="babi_task", columns="length", values="chance", aggfunc="first")
+        chance = chance.reindex(order).map(fmt)
+        chance.index = pd.MultiIndex.from_product([["chance (best constant answer)"], chance.index])
+        grid = pd.concat([grid, chance]).fillna("–").reset_index()
+        grid.columns = ["method", "bAbI task", *(str(c) for c in grid.columns[2:])]
+        section.table(grid, f"{task}: accuracy % (samples) per method and bAbI task, by input length")
+        name = f"babilong_length_{file_stem(task)}"
+        if name in figures:
+            section.figure(name, figures[name])
     return section
 
 

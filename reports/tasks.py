@@ -7,6 +7,7 @@ reports issue) and returns an empty frame when the store has no cell of that tas
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -157,7 +158,10 @@ def longbench_order(frame: pd.DataFrame) -> list[str]:
 
 
 def babilong(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """BABILong accuracy (%) per method x length x bAbI task, with `avg` (the mean over tasks), chance and count.
+    """BABILong accuracy (%) per task as reported x method x length x bAbI task, with `avg`, chance and count.
+
+    `task` is the report's name of the cell's task (`babilong`, or `babilong:qa1` for a subset of the five),
+    so cells run on different sets of bAbI tasks stay apart.
 
     Values come from the cell aggregate (`qaN`, `chance_qaN`, `accuracy`); a task missing there (an
     unfinished cell) is averaged from its samples, and the average from those.
@@ -177,7 +181,8 @@ def babilong(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
             value = aggregate.get("accuracy") if name == "avg" else aggregate[name]
             chance = aggregate.get("chance" if name == "avg" else f"chance_{name}", np.nan)
             rows.append(
-                {"method": cell["label"], "length": int(cell["length"]), "babi_task": name, "accuracy": value,
+                {"task": cell["task"], "method": cell["label"], "length": int(cell["length"]), "babi_task": name,
+                 "accuracy": value,
                  "chance": chance, "n": int(counts.sum() if name == "avg" else counts.get(name, 0))}
             )  # fmt: skip
     return pd.DataFrame(rows)
@@ -220,3 +225,8 @@ def _longest(group: pd.DataFrame, passing: pd.Series) -> int | None:
     """The last length of the leading run of passing lengths, or None when the first fails."""
     run = passing.cummin()
     return int(group.loc[run, "length"].iloc[-1]) if run.any() else None
+
+
+def file_stem(task: str) -> str:
+    """A task's report name as a safe file stem (`lm-eval:a+b` -> `lm-eval_a_b`): it names a PNG and an HTML src."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", task)

@@ -230,7 +230,7 @@ def test_babilong_table_section_and_figure(babilong_store, tmp_path):
     assert table.loc[("rmt", 4096, "avg"), "accuracy"] == 25.0
     report = write_report(babilong_store, tmp_path / "out")
     markdown = report.markdown.read_text()
-    assert "## BABILong" in markdown and "babilong_length.png" in markdown
+    assert "## BABILong" in markdown and "babilong_length_babilong_qa1_qa2.png" in markdown
     assert "| full | qa2 | 50.0 (2) | 50.0 (2) |" in markdown
     assert "| rmt | avg | 25.0 (4) | 25.0 (4) |" in markdown
     assert "| chance (best constant answer) | qa2 | 100 | 100 |" in markdown
