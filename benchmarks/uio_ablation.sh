@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18's question, what would make UIO's memory help: four UIO recipes on one small budget (12 steps of
 # 4,096-token documents, seed 0, the small recipe's options otherwise), each changing one thing:
-#   base         the small recipe (README, "Training") cut to 12 steps at 4K
+#   base         the small recipe (docs/training.md) cut to 12 steps at 4K
 #   official     --compensation false: the official train.py's gradient (no max(1, k/S) factor)
 #   transfer-x10 --transfer-lr-scale 10: the transfer head at 10x the learning rate
 #   compress-8x  --memory-tokens 64: 8x compression instead of 32x

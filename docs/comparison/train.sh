@@ -2,13 +2,13 @@
 # The comparison's one training budget (examples/compare.yaml): every trained method sees the same books
 # (../shared/data/books; the PG19 test books are refused by name and content), in the same order (seed 0),
 # the same number of tokens and the same longest document: stages 4096:16,16384:6 = 16 documents of 4K
-# then 6 of 16K, 163,840 tokens. Each method keeps its own recipe's optimizer and options (README,
+# then 6 of 16K, 163,840 tokens. Each method keeps its own recipe's optimizer and options (docs/training.md,
 # "Training"); LongLoRA trains LoRA and the norms, not the input embedding (`trainable_params=norm`: on
 # SmolLM2-135M the embedding is 21% of the weights, and its copy would make the checkpoint 113 MB).
 # Estimated on 2 idle cores from the recipes' logged step times: UIO ~34 min, RMT ~29 min, LongLoRA ~45 min.
 # Each run checkpoints every 2 steps into out/compare/METHOD (`--resume` goes on exactly after a kill);
 # the shipped folder (checkpoints/METHOD-compare, beside the small recipes' checkpoints) gets the weights,
-# training.json and the loss log, not the optimizer state: add its row to README's shipped-checkpoints table.
+# training.json and the loss log, not the optimizer state: add its row to docs/training.md's shipped-checkpoints table.
 #   bash docs/comparison/train.sh            # from the repository root, with ../shared/data present
 set -euo pipefail
 budget=(--data ../shared/data/books --stages 4096:16,16384:6 --seed 0 --checkpoint-every 2)

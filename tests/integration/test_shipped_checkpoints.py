@@ -1,7 +1,7 @@
-"""The checkpoints under `checkpoints/` ship as the README states them, and each evaluates by itself.
+"""The checkpoints under `checkpoints/` ship as docs/training.md states them, and each evaluates by itself.
 
 A fresh clone must be able to evaluate a trained method without training: every folder is small
-(at most 10 MB), carries its `training.json` and loss log, appears in the README's table with the
+(at most 10 MB), carries its `training.json` and loss log, appears in docs/training.md's table with the
 content hash `lch` keys its cells by, the command that made it and the tokens it trained on, and
 (slow) scores better than the same method untrained on what it trained for: a PG19 test excerpt's
 perplexity, or passkeys only its memory can reach.
@@ -28,10 +28,10 @@ LIMIT_BYTES = 10 * 2**20
 
 
 def _row(name: str) -> str:
-    """The README table's row for checkpoint `name`."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+    """docs/training.md's table row for checkpoint `name`."""
+    lines = (ROOT / "docs" / "training.md").read_text().splitlines()
     rows = [line for line in lines if line.startswith(f"| `checkpoints/{name}`")]
-    assert len(rows) == 1, f"README.md has {len(rows)} rows for checkpoints/{name} in its shipped-checkpoints table"
+    assert len(rows) == 1, f"docs/training.md has {len(rows)} rows for checkpoints/{name} in its checkpoint table"
     return rows[0]
 
 
@@ -40,7 +40,7 @@ def test_something_ships():
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
-def test_a_shipped_checkpoint_is_small_complete_and_hashed_as_the_readme_states(folder):
+def test_a_shipped_checkpoint_is_small_complete_and_hashed_as_the_docs_state(folder):
     assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) <= LIMIT_BYTES
     assert (folder / SPEC_FILE).is_file() and (folder / LOG_FILE).is_file()
     assert not (folder / "trainer_state.pt").exists()  # optimizer state is for resuming, not for evaluating

@@ -73,3 +73,16 @@ def test_registry_rejects_duplicates_and_wrong_bases():
         registry.register("a")(type("Other", (int,), {}))
     with pytest.raises(TypeError, match="must subclass int"):
         registry.register("b")(str)
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_documentation_links_point_at_files_that_exist(page):
+    import re
+
+    for target in re.findall(r"\]\(([^)#]+)\)", page.read_text(encoding="utf-8")):
+        if not target.startswith(("http://", "https://")):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def test_readme_stays_a_short_front_door():
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150

@@ -301,7 +301,7 @@ def test_the_transfer_heads_own_learning_rate_moves_it_alone(data, tmp_path, tin
 
 
 def test_objective_autoencode_is_uios_own_loss(data, tmp_path, capsys):
-    """`--objective autoencode` (README's auto-encoding recipe) reaches UIO's train config; RMT has no such loss."""
+    """`--objective autoencode` (the docs' auto-encoding recipe) reaches UIO's train config; RMT has no such loss."""
     argv = ["train", "{method}", "--model", "tiny-random-llama", "--data", str(data), "--seq-len", "64",
             "--steps", "1", "--segment", "16", "--memory-tokens", "4", "--objective", "autoencode", "--quiet",
             "--out"]  # fmt: skip
