@@ -21,8 +21,8 @@ import torch
 
 from harness.checkpoints import with_checkpoint_options
 from harness.cli import _options  # lch's own K=V reader (YAML scalars, a,b lists), as `lch eval --method-opt`
+from harness.core.validation import validate
 from harness.models import load_model
-from harness.sweep import validate
 from methods.base import METHODS
 from tasks.passkey import ANSWER_PREFIX, PasskeyPrompt
 from tasks.tokens import ids

@@ -23,8 +23,8 @@ import torch
 
 from harness.checkpoints import with_checkpoint_options
 from harness.cli import _options
+from harness.core.validation import validate
 from harness.models import load_model
-from harness.sweep import validate
 from methods.attention import bottom_right_mask, repeat_kv, rotate
 from methods.baselines.rmt import RMT, memory_cell
 from tasks.passkey import ANSWER_PREFIX, PasskeyPrompt

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 def _options(pairs: list[str], what: str) -> dict[str, Any]:
@@ -130,8 +130,9 @@ def _report_outcomes(outcomes, output: str) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Run one method on one task at the given lengths."""
+    from harness.core.validation import validate
     from harness.runner import run_sweep
-    from harness.sweep import SweepSpec, validate
+    from harness.sweep import SweepSpec
 
     data = {
         "model": args.model, "dtype": args.dtype, "device": args.device, "seed": args.seed,
@@ -217,7 +218,7 @@ def _extra_options(extra: list[str], method: str) -> tuple[dict[str, Any], dict[
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a method's trainable parts; every few steps a resumable checkpoint is written to --out."""
-    from harness.sweep import validate
+    from harness.core.validation import validate
     from harness.training import TrainSpec, train, trainable_class
 
     if args.stages and (args.steps or args.seq_len):
@@ -259,9 +260,9 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     """Gradient fidelity of each strategy against the exact one on a few documents (the paper's Table 4)."""
     import torch
 
+    from harness.core.validation import validate
     from harness.fidelity import check_strategies, fidelity, table
     from harness.models import load_model
-    from harness.sweep import validate
     from harness.training import trainable_class
     from harness.training_data import Documents, load_texts
     from tasks.data import data_dir
@@ -340,7 +341,7 @@ def _tokenizer(model: str):
 
 def cmd_make_data(args: argparse.Namespace) -> None:
     """Write `--n` records of a generator to `--out` (JSONL, written atomically)."""
-    from harness.sweep import validate
+    from harness.core.validation import validate
     from tasks.generated import GENERATORS, write_jsonl
 
     cls = GENERATORS.get(args.name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 
 def _flat(gradients: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -14,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.core.paths import cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -52,11 +52,6 @@ TINY = {
 TINY_VOCAB = 258
 
 DEFAULT_MODEL = "smollm2-135m"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: `$LCH_CACHE` or `~/.cache/lch`."""
-    return Path(os.environ.get("LCH_CACHE", Path.home() / ".cache" / "lch"))
 
 
 def model_names() -> list[str]:

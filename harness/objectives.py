@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from methods.token_loss import TokenLoss
 
 LONG_GAIN, LONG_FLOOR = 2.0, -2.0  # LongPPL's key-token thresholds (nats): α on the gain, β on the log-prob

@@ -1,7 +1,7 @@
 """`lch run --executor ray`: a sweep's cells on a Ray cluster, every result written by the driver alone.
 
 Workers are a pool of Ray actors, one per slot the cluster has (1 CPU, plus `gpus_per_cell` GPUs). Each
-loads the model once, then runs whole cells with `runner.run_cell`, exactly as the local executor does.
+loads the model once, then runs whole cells with `cells.run_cell`, exactly as the local executor does.
 Actors rather than tasks with a per-process model cache: an actor holds its GPUs for its whole life (a
 task's are released between cells while its process would keep the weights), and a lost worker is one
 failed call, not a cache to rebuild somewhere unknown.
@@ -28,10 +28,10 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from harness.errors import UserError
+from harness.cells import Outcome, Recorder, cell_fields, error_line, progress_bar, run_cell, stored_scores
+from harness.core.errors import UserError
 from harness.models import load_model
 from harness.provenance import device_name, provenance
-from harness.runner import Outcome, Recorder, cell_fields, error_line, progress_bar, run_cell, stored_scores
 from harness.store import Store
 from harness.sweep import Cell, SweepSpec
 

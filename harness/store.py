@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 STATUSES = ("running", "done", "failed", "oom", "over_length")
 FAILED = ("failed", "oom", "over_length")

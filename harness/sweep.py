@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -15,13 +15,13 @@ from pydantic import (
     Field,
     NonNegativeInt,
     PositiveInt,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
 
 from harness.checkpoints import training_budget, with_checkpoint_options
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.core.validation import validate
 from harness.models import DEFAULT_MODEL
 from harness.models import check_device as check_local_device
 
@@ -158,43 +158,6 @@ def checkpoint_sha256(directory: str) -> str:
         with files[name].open("rb") as handle:
             digest.update(f"{name}\0{hashlib.file_digest(handle, 'sha256').hexdigest()}\n".encode())
     return digest.hexdigest()
-
-
-def one_line(error: ValidationError, where: str, fields: list[str], given: dict[str, Any] | None = None) -> str:
-    """A pydantic error as one line naming the field; unknown fields list the valid ones.
-
-    A model-level validator (one that checks options together) names no field, so the line shows the
-    options the user gave instead: `method 'streaming': invalid options window=-5: need n_sink >= 0, ...`.
-    """
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a ValueError raised in a validator
-    if first["type"] == "extra_forbidden":
-        return f"{where}: unknown option '{field}'. Valid: {', '.join(fields)}"
-    if not field:
-        options = ", ".join(f"{key}={value}" for key, value in (given or {}).items()) or "(defaults)"
-        return f"{where}: invalid options {options}: {message}"
-    return f"{where}: {field}: {message}"
-
-
-def validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
-    """Build `model(**data)`, turning validation errors into a one-line `UserError`.
-
-    A scalar given for a list-only field is a one-element list (`--task-opt depths=0.5`).
-    """
-    data = {
-        name: [value] if _list_only(model, name) and not isinstance(value, list | tuple) else value
-        for name, value in data.items()
-    }
-    try:
-        return model(**data)
-    except ValidationError as error:
-        raise UserError(one_line(error, where, list(model.model_fields), data)) from None
-
-
-def _list_only(model: type[BaseModel], name: str) -> bool:
-    field = model.model_fields.get(name)
-    return field is not None and get_origin(field.annotation) is list
 
 
 def load_sweep(path: str | Path, output: str | None = None) -> SweepSpec:

@@ -44,8 +44,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from harness.checkpoints import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRAINED_KEY, steps_seen
-from harness.errors import UserError
+from harness.checkpoints import steps_seen
+from harness.core.checkpoint_files import LOG_FILE, RESOLVED_KEY, SEEN_KEY, SPEC_FILE, TRAINED_KEY
+from harness.core.errors import UserError
 from harness.models import load_model
 from harness.objectives import check_teacher_window, document_loss
 from harness.training_data import (
@@ -302,7 +303,7 @@ def build_trainable(spec: TrainSpec, config, train_config, loaded=None, device: 
     model, tokenizer = loaded or load_model(spec.model, spec.dtype, device or spec.device)
     window = model.config.max_position_embeddings
     if hasattr(cls, "training_options"):  # options the method fixes from the training lengths (LongLoRA's RoPE factor)
-        from harness.sweep import validate
+        from harness.core.validation import validate
 
         longest = max(stage.seq_len for stage in spec.plan)
         options = cls.training_options(config.model_dump(exclude_unset=True), longest, window)
@@ -327,7 +328,7 @@ def trainable_class(name: str):
 
 def method_configs(spec: TrainSpec):
     """The method's config and train config from `spec`, validated (one line per error) before any loading."""
-    from harness.sweep import validate
+    from harness.core.validation import validate
 
     cls = trainable_class(spec.method)
     where = f"method '{spec.method}'"

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.data import decode_text, strip_gutenberg, undecodable_share
 from tasks.pg19_fingerprints import pg19_test_book, pg19_test_file
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from methods.parts import PROJECTIONS, Parts
 
 SUPPORTED = ("llama", "mistral", "qwen2")

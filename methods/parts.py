@@ -31,7 +31,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 LAYER_NORMS = ("input_layernorm", "post_attention_layernorm")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.data import PG19_TEST_IDS, data_dir, read_book
 

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 ENV_VAR = "LCH_DATA_DIR"
 PG19_TEST_IDS = ("10146", "10321", "10356", "10762", "15562", "22424", "2544")  # shared/data/SOURCES.md

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.tokens import ids
 
 # A sentence ends at . ! or ? (perhaps closed by a quote or bracket) followed by white space.

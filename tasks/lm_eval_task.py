@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from harness.errors import UserError
-from harness.lm_eval import TASKS_DIR
-from harness.models import cache_dir
+from harness.core.errors import UserError
+from harness.core.paths import LM_EVAL_TASKS_DIR, cache_dir
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 
 if TYPE_CHECKING:
@@ -157,7 +156,7 @@ def _is_number(value) -> bool:
 def _manager(metadata_json: str):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(TASKS_DIR), metadata=json.loads(metadata_json))
+    return TaskManager(include_path=str(LM_EVAL_TASKS_DIR), metadata=json.loads(metadata_json))
 
 
 def _check_names(names, manager) -> None:

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from pydantic import field_validator, model_validator
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks import token_nll
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.data import PG19_TEST_IDS, data_dir, read_book

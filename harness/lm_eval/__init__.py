@@ -1,8 +1,9 @@
 """lm-evaluation-harness integration: lch methods as the lm-eval model `lch`, lm-eval tasks in lch sweeps.
 
 Importing this package imports nothing heavy: `adapter` (the model) and `sweep_task` need lm-eval and torch.
+`TASKS_DIR` holds lch's own tasks as lm-eval YAML (`lm_eval --include_path`).
 """
 
-from pathlib import Path
+from harness.core.paths import LM_EVAL_TASKS_DIR as TASKS_DIR
 
-TASKS_DIR = Path(__file__).parent / "tasks"  # lch's own tasks as lm-eval YAML: `lm_eval --include_path`
+__all__ = ["TASKS_DIR"]

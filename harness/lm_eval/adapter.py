@@ -36,9 +36,9 @@ from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normaliz
 from tqdm import tqdm
 
 from harness.checkpoints import with_checkpoint_options
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.core.validation import validate
 from harness.models import DEFAULT_MODEL, load_model
-from harness.sweep import validate
 from methods.base import METHODS, InputTooLong, LongContextModel
 
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's default

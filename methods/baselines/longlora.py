@@ -18,8 +18,8 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.checkpoints import checked_directory
-from harness.errors import UserError
+from harness.core.checkpoint_files import checked_directory
+from harness.core.errors import UserError
 from methods.attention import causal_attention, rotate
 from methods.backbone import Backbone
 from methods.base import MethodConfig, register_method

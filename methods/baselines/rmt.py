@@ -52,8 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import save_file
 from torch import nn
 
-from harness.checkpoints import checked_directory, trained_extent
-from harness.errors import UserError
+from harness.core.checkpoint_files import checked_directory, trained_extent
+from harness.core.errors import UserError
 from methods.attention import causal_attention, rotate
 from methods.backbone import Backbone, join_scores
 from methods.base import LongContextModel, MethodConfig, greedy_decode, register_method

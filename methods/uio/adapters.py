@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from methods.parts import Parts, read_tensors
 
 ENCODER_TARGETS = ["q_proj", "v_proj"]

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.checkpoints import checked_directory
+from harness.core.checkpoint_files import checked_directory
 from methods.base import MethodConfig
 
 

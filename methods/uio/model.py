@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import torch
 
-from harness.checkpoints import trained_extent
-from harness.errors import UserError
+from harness.core.checkpoint_files import trained_extent
+from harness.core.errors import UserError
 from methods.backbone import Backbone, join_scores
 from methods.base import InputTooLong, LongContextModel, greedy_decode, register_method
 from methods.token_loss import TokenLoss

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.data import PG19_TEST_IDS, data_dir, read_book
 from tasks.haystack import Book, sentences
 

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.babilong import build, metrics
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.haystack import Haystack

@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.data import data_dir, read_book
 from tasks.haystack import Book, sentences
 

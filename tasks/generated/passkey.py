@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.generated import Generator, LengthConfig, register_generator
 from tasks.tokens import ids
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.data import data_dir as data_dir_of
 
 Truncation = Literal["middle", "left", "none", "skip"]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkpoints import LOG_FILE, SPEC_FILE, training_budget, with_checkpoint_options
+from harness.checkpoints import training_budget, with_checkpoint_options
+from harness.core.checkpoint_files import LOG_FILE, SPEC_FILE
 from harness.runner import run_sweep
 from harness.sweep import SweepSpec, checkpoint_sha256
 from methods.base import METHODS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.models import byte_tokenizer
 from tasks.babilong import build, metrics
 from tasks.babilong.task import Babilong, BabilongConfig

@@ -84,7 +84,7 @@ def test_token_logprobs_are_chunked_log_softmax(tiny_llama, monkeypatch):
 
 
 def test_unsupported_model_type_is_a_user_error():
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     class Fake(torch.nn.Module):
         config = type("C", (), {"model_type": "gpt2"})()

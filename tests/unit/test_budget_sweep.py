@@ -19,7 +19,8 @@ import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.models import TINY_VOCAB, byte_tokenizer, cache_dir
+from harness.core.paths import cache_dir
+from harness.models import TINY_VOCAB, byte_tokenizer
 from harness.sweep import expand, load_sweep
 from methods.base import METHODS
 

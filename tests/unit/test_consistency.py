@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 from harness.sweep import expand, load_sweep
 from methods.base import METHODS, MethodConfig
 from tasks.base import TASKS
@@ -86,3 +86,40 @@ def test_documentation_links_point_at_files_that_exist(page):
 
 def test_readme_stays_a_short_front_door():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150
+
+
+def _lch_imports(path: Path) -> set[str]:
+    """The lch modules a file imports (`harness.core.errors`, `methods.base`, ...), top level or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        found |= {name for name in names if name.split(".")[0] in ("harness", "methods", "tasks", "reports")}
+    return found
+
+
+# The one bridge allowed: the `lm-eval` task runs lm-eval's documents through lch's lm-eval model.
+LAYER_EXCEPTIONS = {("tasks/lm_eval_task.py", "harness.lm_eval.adapter")}
+
+
+def test_arrows_run_one_way():
+    """The foundation imports nothing else of lch; methods and tasks import the foundation, never the engine."""
+    for path in sorted((ROOT / "harness" / "core").glob("*.py")):
+        outside = {name for name in _lch_imports(path) if not name.startswith("harness.core")}
+        assert not outside, f"{path.relative_to(ROOT)} imports {sorted(outside)}"
+    for layer in ("methods", "tasks"):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            where = path.relative_to(ROOT).as_posix()
+            engine = {name for name in _lch_imports(path) if name.startswith("harness") and
+                      not name.startswith("harness.core") and (where, name) not in LAYER_EXCEPTIONS}  # fmt: skip
+            assert not engine, f"{where} imports the engine: {sorted(engine)}"
+
+
+def test_no_two_engine_modules_import_each_other():
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (ROOT / "harness").rglob("*.py")}  # fmt: skip
+    imports = {name: {m for m in _lch_imports(path) if m in modules} for name, path in modules.items()}
+    circles = sorted((a, b) for a in imports for b in imports[a] if a < b and a in imports.get(b, ()))
+    assert not circles, f"modules importing each other: {circles}"

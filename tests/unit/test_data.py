@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from tasks.data import ENV_VAR, data_dir, read_book
 
 BODY = "THE BOOK\n\nChapter 1.\nIt was a dark night; the *stars* were out.\n\nTHE END."

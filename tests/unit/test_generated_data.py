@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.models import byte_tokenizer, cache_dir
+from harness.core.errors import UserError
+from harness.core.paths import cache_dir
+from harness.models import byte_tokenizer
 from tasks.base import TASKS
 from tasks.generated import GENERATORS, write_jsonl
 

@@ -93,7 +93,7 @@ def test_generate_until_cuts_at_stop_strings_like_hf(ours, theirs, tiny_llama):
 
 
 def test_sampling_is_refused(ours):
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     with pytest.raises(UserError, match="greedily"):
         ours.generate_until(requests("generate_until", [("hi", {"do_sample": True, "temperature": 1.0})]))
@@ -154,7 +154,7 @@ def test_chat_template_prompts_and_answers_equal_hf(tiny_chat_dir):
 
 
 def test_chat_template_without_one_is_a_one_line_error(ours):
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     with pytest.raises(UserError, match="has no chat template; run without --apply_chat_template"):
         ours.apply_chat_template([{"role": "user", "content": "Hi"}])

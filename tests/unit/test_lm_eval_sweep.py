@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from harness.errors import UserError  # noqa: E402
+from harness.core.errors import UserError  # noqa: E402
 from harness.runner import run_sweep  # noqa: E402
 from harness.sweep import SweepSpec  # noqa: E402
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
+from harness.core.validation import validate
 from harness.models import byte_tokenizer
-from harness.sweep import validate
 from tasks.longbench import build
 from tasks.longbench.task import LongBench, LongBenchConfig
 

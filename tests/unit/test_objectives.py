@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.objectives import check_teacher_window, document_loss, long_context_tokens, teacher_logprobs
 from harness.training import TrainSpec
 from harness.training_data import Example

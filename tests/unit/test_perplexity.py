@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from methods.base import METHODS
 from tasks import token_nll
 from tasks.base import TASKS, Score

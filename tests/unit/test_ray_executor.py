@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.runner import run_sweep
 from harness.sweep import SweepSpec, load_sweep
 

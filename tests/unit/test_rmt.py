@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.training import TrainSpec, train
 from methods.base import METHODS
 from methods.baselines.rmt import RMT, RMTConfig, RMTTrainConfig

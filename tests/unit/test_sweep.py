@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.sweep import expand, load_sweep
 
 

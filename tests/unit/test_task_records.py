@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.models import byte_tokenizer
 from harness.training import TrainSpec, train
 from harness.training_data import Documents, Record, RecordDocuments, Text, VaryingDocuments, load_records, tokenize

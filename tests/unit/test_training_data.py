@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from harness.cli import main
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.training import TrainSpec, train
 from harness.training_data import load_texts
 from tasks.data import PG19_TEST_IDS, read_book

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 from harness.models import load_model
 from methods.attention import repeat_kv, rotate
 from methods.backbone import Backbone

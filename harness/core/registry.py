@@ -7,7 +7,7 @@ import pkgutil
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from harness.errors import UnknownName
+from harness.core.errors import UnknownName
 
 T = TypeVar("T", bound=type)
 
