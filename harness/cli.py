@@ -357,7 +357,13 @@ def _command() -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are `UserError`s, printed as one line like every other input error."""
+    """An argument parser whose usage errors are `UserError`s, printed as one line like every other input error.
+
+    Abbreviations are off: `--checkpoint DIR` must not become `--checkpoint-every`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         """Raise instead of printing the usage block and exiting (the `--help` hint replaces the usage)."""
@@ -397,7 +403,7 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument(
         "--executor", choices=("local", "ray"), default="local",
         help="local: cells one by one in this process (default); ray: cells in parallel on Ray workers "
-        "(pip install 'lch[ray]'), each asking for the sweep's gpus_per_cell",
+        "(pip install -e '.[ray]'), each asking for the sweep's gpus_per_cell",
     )  # fmt: skip
     rn.add_argument("--address", help="Ray cluster to join (auto, HOST:PORT); default: a local Ray instance")
     run_flags(rn)
@@ -578,6 +584,7 @@ def _quiet_loading(quiet: bool):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors (usage errors included) print one line and exit 2."""
+    args = None
     try:
         args, args.extra = parser().parse_known_args(argv)
         if args.extra and args.fn not in (cmd_train, cmd_gradients, cmd_make_data):  # they take options as flags
@@ -589,7 +596,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lch: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lch: interrupted; finished samples are stored, rerun the same command to resume", file=sys.stderr)
+        training = args is not None and args.fn is cmd_train
+        hint = ("the last checkpoint is kept in --out: rerun with --resume to go on from it" if training else
+                "finished samples are stored, rerun the same command to resume")  # fmt: skip
+        print(f"lch: interrupted; {hint}", file=sys.stderr)
         return 130
     return 0
 

@@ -142,7 +142,10 @@ def check_device(device: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise UserError(f"device '{device}' asked for, but CUDA is not available to torch; use --device cpu")
+        raise UserError(
+            f"device '{device}' asked for, but CUDA is not available to torch: use device cpu (`--device cpu`, "
+            "or `device: cpu` in a sweep file)"
+        )
     index = int(device.partition(":")[2] or 0)
     if index >= torch.cuda.device_count():
         raise UserError(f"device '{device}' asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")

@@ -49,7 +49,7 @@ def ray_cells(address: str | None):
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise UserError("--executor ray needs Ray: pip install 'lch[ray]'") from None
+        raise UserError("--executor ray needs Ray: pip install -e '.[ray]' in the lch checkout") from None
     return partial(run_cells, address=address)
 
 

@@ -142,6 +142,7 @@ CASES = [
     ("uio-checkpoint-file", [*UIO_EVAL, "--method-opt", "checkpoint={d}/text.txt"], "is a file, not a checkpoint"),
     ("uio-checkpoint-empty", [*UIO_EVAL, "--method-opt", "checkpoint="], "'checkpoint=' has no value"),
     # training and gradients
+    ("abbreviated-flag", [*EVAL, *PASSKEY, "--sampl", "3"], "unrecognized arguments: --sampl 3"),
     ("train-resume-nothing", [*TRAIN, "--out", "{d}/fresh", "--resume"], "--resume: no checkpoint in --out"),
     ("train-resume-no-state", [*TRAIN, "--out", "{d}/ckpt-nostate", "--resume"], "has no trainer_state.pt"),
     ("train-resume-truncated-state", [*TRAIN, "--out", "{d}/ckpt-badstate", "--resume"],

@@ -21,7 +21,7 @@ from harness.runner import run_sweep
 from harness.sweep import SweepSpec, load_sweep
 
 needs_ray = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="Ray is not installed (the ray extra: pip install 'lch[ray]')"
+    importlib.util.find_spec("ray") is None, reason="Ray is not installed (the ray extra: pip install -e '.[ray]')"
 )
 
 
@@ -198,7 +198,8 @@ def test_without_ray_the_executor_is_a_one_line_error(tmp_path, monkeypatch, cap
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec(tmp_path / "r.sqlite", ["full"]).model_dump(mode="json")))
     assert main(["run", str(path), "--executor", "ray"]) == 2
-    assert capsys.readouterr().err == "lch: error: --executor ray needs Ray: pip install 'lch[ray]'\n"
+    expected = "lch: error: --executor ray needs Ray: pip install -e '.[ray]' in the lch checkout\n"
+    assert capsys.readouterr().err == expected
     assert main(["run", str(path), "--address", "auto"]) == 2
     assert "--address is the Ray cluster to run on: add --executor ray" in capsys.readouterr().err
     assert not (tmp_path / "r.sqlite").exists()

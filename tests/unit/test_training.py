@@ -95,6 +95,22 @@ def test_checkpoint_evaluates_and_differs_from_untrained(data, tmp_path, tiny_ll
     assert (trained.score(ids) - untrained.score(ids)).abs().max() > 1e-4
 
 
+def test_checkpoint_flag_warm_starts_the_method_and_is_not_checkpoint_every(data, tmp_path, tiny_llama):
+    """`--checkpoint DIR` is the method's option (argparse abbreviations are off): training goes on from DIR."""
+    from harness.cli import main
+
+    train(spec(data, tmp_path / "first"), progress=False, loaded=tiny_llama)
+    argv = ["train", "uio", "--model", "tiny-random-llama", "--data", str(data), "--steps", "1", "--seq-len", "64",
+            "--segment", "16", "--memory-tokens", "4", "--lora-rank", "2", "--lora-alpha", "8", "--lr", "1e-2",
+            "--quiet", "--checkpoint-every", "1"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "warm"), "--checkpoint", str(tmp_path / "first")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "cold")]) == 0
+    written = json.loads((tmp_path / "warm" / "training.json").read_text())
+    assert written["method_options"]["checkpoint"] == str(tmp_path / "first") and written["checkpoint_every"] == 1
+    warm, cold = (json.loads((tmp_path / run / "train_log.jsonl").read_text())["loss"] for run in ("warm", "cold"))
+    assert warm < cold  # the same first document, read by the trained adapters
+
+
 def test_test_books_are_skipped_and_alone_refused(data, tmp_path, capsys):
     from harness.training_data import load_texts
 
@@ -310,3 +326,17 @@ def test_objective_autoencode_is_uios_own_loss(data, tmp_path, capsys):
     assert written["train_options"]["objective"] == "autoencode" and written["objective"] == "lm"
     assert main([arg.format(method="rmt") for arg in argv] + [str(tmp_path / "rmt")]) == 2
     assert "rmt has none" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_training_says_how_to_resume(data, tmp_path, monkeypatch, capsys):
+    import harness.training
+    from harness.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.training, "train", interrupted)
+    argv = ["train", "uio", "--model", "tiny-random-llama", "--data", str(data), "--steps", "1", "--seq-len", "64",
+            "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    assert main(argv) == 130
+    assert "rerun with --resume to go on from it" in capsys.readouterr().err
