@@ -226,7 +226,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
             raise UserError(f"method '{label}': control '{method.control}' is not another method of the sweep. "
                             f"Valid: {others}")  # fmt: skip
         cls = METHODS.get(method.name)
-        where = f"method '{method.name}'"
+        where = f"method '{label}'" if label == method.name else f"method '{label}' ({method.name})"
         config = validate(cls.Config, with_checkpoint_options(cls, method.options, where), where)
         checkpoints = {
             name: {"sha256": checkpoint_sha256(directory), "budget": training_budget(directory)}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from harness.core.errors import UserError
 
 
-def one_line(error: ValidationError, where: str, fields: list[str], given: dict[str, Any] | None = None) -> str:
+def one_line(error: ValidationError, where: str, model: type[BaseModel], given: dict[str, Any] | None = None) -> str:
     """A pydantic error as one line naming the field; unknown fields list the valid ones.
 
     A model-level validator (one that checks options together) names no field, so the line shows the
@@ -19,7 +19,7 @@ def one_line(error: ValidationError, where: str, fields: list[str], given: dict[
     field = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a ValueError raised in a validator
     if first["type"] == "extra_forbidden":
-        return f"{where}: unknown option '{field}'. Valid: {', '.join(fields)}"
+        return f"{where}: unknown option '{field}'. Valid: {', '.join(_fields_at(model, first['loc'][:-1]))}"
     if not field:
         options = ", ".join(f"{key}={value}" for key, value in (given or {}).items()) or "(defaults)"
         return f"{where}: invalid options {options}: {message}"
@@ -38,7 +38,22 @@ def validate(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
     try:
         return model(**data)
     except ValidationError as error:
-        raise UserError(one_line(error, where, list(model.model_fields), data)) from None
+        raise UserError(one_line(error, where, model, data)) from None
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    """The fields of the model found at `path` inside `model` (`("methods", 1)`: a method entry's), for `Valid:`."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = [field.annotation] if field is not None else []
+        while inner and not (isinstance(inner[0], type) and issubclass(inner[0], BaseModel)):
+            inner = [*get_args(inner[0]), *inner[1:]] if get_args(inner[0]) else inner[1:]
+        if not inner:
+            break
+        model = inner[0]
+    return list(model.model_fields)
 
 
 def _list_only(model: type[BaseModel], name: str) -> bool:

@@ -71,6 +71,12 @@ def test_a_task_naming_methods_runs_only_those_and_leaves_the_other_cells_as_the
         ("- just a list", "must be a mapping"),
         ("methods: [{name: full}]\ntasks: [{name: passkey, lengths: [10], methods: [streeming]}]",
          r"task 'passkey': methods \['streeming'\] are not in the sweep. Valid: full"),
+        ("methods: [{name: full}]\ntasks: [{name: passkey, lenghts: [10]}]",
+         "unknown option 'tasks.0.lenghts'. Valid: name, options, lengths, samples, methods"),
+        ("methods: [{name: full}, {name: streaming, option: {window: 8}}]\ntasks: [{name: passkey, lengths: [10]}]",
+         "unknown option 'methods.1.option'. Valid: name, label, options, control"),
+        ("methods: [{name: streaming, label: s1}, {name: streaming, label: s2, options: {window: -5}}]\n"
+         "tasks: [{name: passkey, lengths: [10]}]", r"method 's2' \(streaming\): invalid options window=-5"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_line(tmp_path, text, message):
