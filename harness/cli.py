@@ -249,6 +249,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     official = getattr(trainable_class(args.method), "TRAINING_DEFAULTS", {})
     data |= official | {key: value for key, value in given.items() if value is not None}
     spec = validate(TrainSpec, data, "lch train")
+    if spec.report_to:  # before the model loads: a tracker that cannot write would fail after it
+        try:
+            Path(spec.tracking_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"--logging-dir '{spec.tracking_dir}' cannot be created: {error.strerror}") from None
     from accelerate import PartialState
 
     log = train(spec, resume=args.resume, progress=not args.quiet)

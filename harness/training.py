@@ -29,6 +29,7 @@ process's RNG state, and a resume needs the same number of processes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -60,6 +61,7 @@ from harness.training_data import (
 )
 
 STATE_FILE = "trainer_state.pt"
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # --report-to -> its package
 
 
 class Stage(BaseModel):
@@ -132,6 +134,11 @@ class TrainSpec(BaseModel):
             raise ValueError("give --steps and --seq-len, or --stages LEN:STEPS,...")
         if self.stages is not None and (self.steps is not None or self.seq_len is not None):
             raise ValueError("--stages replaces --steps and --seq-len: give one or the other")
+        if self.logging_dir is not None and not self.report_to:
+            raise ValueError("--logging-dir is where trackers write: add --report-to tensorboard, wandb or mlflow")
+        missing = [name for name in self.report_to if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None]
+        if missing:
+            raise ValueError(f"--report-to {missing[0]} needs its package: pip install {TRACKER_PACKAGES[missing[0]]}")
         if (self.prompt_field is None) != (self.answer_field is None):
             raise ValueError("give --prompt-field and --answer-field together (records of a prompt and its answer)")
         if self.loss == "answer" and self.prompt_field is None:

@@ -49,6 +49,9 @@ def load_texts(data: str, text_field: str = "text", split: str = "train", allow_
             a book is not text; `text_field` is not a text field of the records; `split` is not one of theirs.
     """
     books, tables = _files(data)
+    if books and text_field != "text":
+        raise UserError(f"--text-field names a field of records; --data '{data}' holds .txt books, read whole")
+    _check_split(data, books or tables, split)
     texts = [_book(path) for path in books] if books else _records(_dataset(data, tables, split), data, text_field)
     if allow_test_data:
         return texts
@@ -100,6 +103,12 @@ def _book(path: Path) -> Text:
     if share > NOTICEABLE:
         print(f"lch: warning: {share:.1%} of the bytes of '{path}' are undecodable or control bytes", file=sys.stderr)
     return Text(str(path), strip_gutenberg(decode_text(raw)))
+
+
+def _check_split(data: str, files: list[Path], split: str) -> None:
+    """`--split` chooses among a saved or hub dataset's splits; files (books, .jsonl, .parquet) have one."""
+    if files and split != "train":
+        raise UserError(f"--split picks a split of a saved or hub dataset; --data '{data}' is files, one split")
 
 
 def _dataset(data: str, tables: list[Path], split: str):
@@ -201,6 +210,7 @@ def load_records(
     books, tables = _files(data)
     if books:
         raise UserError(f"--data '{data}' holds .txt books: --prompt-field and --answer-field need records")
+    _check_split(data, tables, split)
     dataset = _dataset(data, tables, split)
     prompts = _field(dataset, data, prompt_field, "--prompt-field")
     answers = _field(dataset, data, answer_field, "--answer-field")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import random
 import shutil
@@ -143,6 +144,16 @@ CASES = [
     ("uio-checkpoint-empty", [*UIO_EVAL, "--method-opt", "checkpoint="], "'checkpoint=' has no value"),
     # training and gradients
     ("abbreviated-flag", [*EVAL, *PASSKEY, "--sampl", "3"], "unrecognized arguments: --sampl 3"),
+    ("train-logging-dir-alone", [*TRAIN, "--out", "{d}/fresh", "--logging-dir", "{d}/logs"],
+     "--logging-dir is where trackers write: add --report-to"),
+    ("train-wandb-missing", [*TRAIN, "--out", "{d}/fresh", "--report-to", "wandb"],
+     "--report-to wandb needs its package: pip install wandb"),
+    ("train-logging-dir-unwritable", [*TRAIN, "--out", "{d}/fresh", "--report-to", "tensorboard", "--logging-dir",
+     "/proc/nope"], "--logging-dir '/proc/nope' cannot be created"),
+    ("train-split-on-books", [*TRAIN, "--out", "{d}/fresh", "--split", "test"],
+     "--split picks a split of a saved or hub dataset; --data '{d}/train' is files, one split"),
+    ("train-text-field-on-books", [*TRAIN, "--out", "{d}/fresh", "--text-field", "body"],
+     "--text-field names a field of records; --data '{d}/train' holds .txt books"),
     ("train-resume-nothing", [*TRAIN, "--out", "{d}/fresh", "--resume"], "--resume: no checkpoint in --out"),
     ("train-resume-no-state", [*TRAIN, "--out", "{d}/ckpt-nostate", "--resume"], "has no trainer_state.pt"),
     ("train-resume-truncated-state", [*TRAIN, "--out", "{d}/ckpt-badstate", "--resume"],
@@ -188,7 +199,10 @@ CASES = [
      "--baseline 'nosuch' is not a method label of '{d}/store.sqlite': full"),
     ("report-out-is-a-file", ["report", STORE, "--out", "{d}/text.txt"], "cannot write the report into '{d}/text.txt'"),
 ]  # fmt: skip
-MARKS = {"device-cuda-without-cuda": pytest.mark.skipif(torch.cuda.is_available(), reason="bad only without CUDA")}
+MARKS = {
+    "device-cuda-without-cuda": pytest.mark.skipif(torch.cuda.is_available(), reason="bad only without CUDA"),
+    "train-wandb-missing": pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb installed"),
+}
 
 
 @pytest.fixture(scope="module")
