@@ -252,6 +252,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
             for label, name, config, checkpoints in methods:
                 if task.methods and label not in task.methods:
                     continue
+                task_cls.check_method(task_config, METHODS.get(name), config, length)
                 cells.append(
                     Cell(
                         label=label, method=name, method_config=config, task=task.name, task_config=task_config,

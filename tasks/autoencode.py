@@ -83,6 +83,19 @@ class Autoencode(Task):
         """The data directory has the books."""
         chosen_books(config)
 
+    @classmethod
+    def check_method(cls, config: AutoencodeConfig, method, method_config, length: int) -> None:
+        """The method decodes from its memory (`reconstruct()`), one segment: `length` is its `segment`."""
+        if not callable(getattr(method, "reconstruct", None)):
+            raise UserError(
+                f"autoencode needs a method with a memory to decode from (reconstruct()); {method.name} has none"
+            )
+        segment = getattr(method_config, "segment", None)
+        if segment is not None and length != segment:
+            raise UserError(
+                f"autoencode reconstructs one segment: give length {segment} for {method.name}, not {length}"
+            )
+
     def instances(self, length: int, n: int, seed: int) -> list[Instance]:
         """`n` windows of `length` tokens, round-robin over the books (`seed` unused: the order is fixed)."""
         books = [
@@ -99,10 +112,6 @@ class Autoencode(Task):
 
     def evaluate(self, model, instance: Instance) -> Score:
         """Reconstruct the text from memory; BLEU-4 and ROUGE-L against the text after its first token."""
-        if not callable(getattr(model, "reconstruct", None)):
-            raise UserError(
-                f"autoencode needs a method with a memory to decode from (reconstruct()); {model.name} has none"
-            )
         tokens = model.reconstruct(torch.tensor(instance.input_ids))
         prediction = self.tokenizer.decode(tokens, skip_special_tokens=True)
         reference = self.tokenizer.decode(instance.input_ids[1:], skip_special_tokens=True)

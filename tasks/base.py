@@ -80,6 +80,14 @@ class Task(ABC):
         than a failed cell. Raise `UserError`; the default checks nothing.
         """
 
+    @classmethod  # noqa: B027 - an optional hook, not abstract: most tasks run with any method
+    def check_method(cls, config: TaskConfig, method: type[LongContextModel], method_config: Any, length: int) -> None:
+        """Check that `method` (its class and config) can run this task at `length`, when the sweep is validated.
+
+        Raise `UserError` for a pairing that can only fail (a task that needs something of the method), so it
+        stops before anything is stored; the default accepts every method.
+        """
+
     @classmethod
     def report_name(cls, config: dict[str, Any]) -> str:
         """How reports name cells of this task with this (stored) config: the task name, or `name:detail`.

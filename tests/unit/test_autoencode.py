@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 import torch
 
+from harness.core.errors import UserError
 from methods.base import METHODS
 from methods.uio.autoencode import teacher_forced
 from methods.uio.config import UIOConfig, UIOTrainConfig
@@ -87,7 +88,7 @@ def test_bleu_and_rouge_by_hand():
     assert rouge_l(["mat", "the"], ref) == pytest.approx(2 * (1 / 2 * 1 / 6) / (1 / 2 + 1 / 6))
 
 
-def test_the_task_scores_a_memory_method_and_refuses_one_without(tmp_path):
+def test_the_task_scores_a_memory_method_and_refuses_one_without_before_storing(tmp_path):
     from harness.runner import run_sweep
     from harness.sweep import SweepSpec
 
@@ -99,11 +100,15 @@ def test_the_task_scores_a_memory_method_and_refuses_one_without(tmp_path):
                  {"name": "full"}],
         tasks=[{"name": "autoencode", "lengths": [32], "options": {"data_dir": str(tmp_path)}}],
     )  # fmt: skip
-    outcomes = {o.cell.method: o for o in run_sweep(spec, progress=False)}
+    with pytest.raises(UserError, match=r"needs a method with a memory to decode from \(reconstruct\(\)\); full has"):
+        run_sweep(spec, progress=False)
+    assert not (tmp_path / "s.sqlite").exists()  # refused before the store is touched
+    outcomes = {
+        o.cell.method: o for o in run_sweep(spec.model_copy(update={"methods": spec.methods[:1]}), progress=False)
+    }
     assert outcomes["uio"].status == "done" and outcomes["uio"].ran == 3
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
         query = "SELECT decode_s, decode_tokens FROM samples JOIN cells USING (cell_id) WHERE method = 'uio'"
         timed = db.execute(query).fetchall()
         assert len(timed) == 3 and all(seconds > 0 and tokens == 31 for seconds, tokens in timed)
-    assert outcomes["full"].status == "failed" and "needs a method with a memory" in outcomes["full"].error
     assert METHODS.get("uio").Config(segment=32, memory_tokens=4).segment == 32

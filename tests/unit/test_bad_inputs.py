@@ -143,6 +143,13 @@ CASES = [
     ("uio-checkpoint-file", [*UIO_EVAL, "--method-opt", "checkpoint={d}/text.txt"], "is a file, not a checkpoint"),
     ("uio-checkpoint-empty", [*UIO_EVAL, "--method-opt", "checkpoint="], "'checkpoint=' has no value"),
     # training and gradients
+    ("autoencode-without-memory", [*EVAL, "--method", "full", "--task", "autoencode", "--lengths", "16",
+     "--task-opt", "data_dir={d}/data", "--task-opt", "documents=all"],
+     "autoencode needs a method with a memory to decode from (reconstruct()); full has none"),
+    ("autoencode-length-not-segment", [*EVAL, "--method", "uio", *[f"--method-opt={o}" for o in
+     ("segment=16", "memory_tokens=4", "lora_rank=2", "lora_alpha=8")], "--task", "autoencode", "--lengths", "32",
+     "--task-opt", "data_dir={d}/data", "--task-opt", "documents=all"],
+     "autoencode reconstructs one segment: give length 16 for uio, not 32"),
     ("abbreviated-flag", [*EVAL, *PASSKEY, "--sampl", "3"], "unrecognized arguments: --sampl 3"),
     ("train-logging-dir-alone", [*TRAIN, "--out", "{d}/fresh", "--logging-dir", "{d}/logs"],
      "--logging-dir is where trackers write: add --report-to"),
