@@ -211,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", help="write a full-page PNG here, e.g. reports_out/screenshot.png")
     parser.add_argument("--width", type=int, default=1280, help="viewport width in CSS pixels (default 1280)")
     args = parser.parse_args(argv)
+    if find_chromium() is None:
+        print(f"python -m reports.browser: error: no Chromium on PATH (tried {', '.join(BINARIES)}): "
+              "apt-get install chromium", file=sys.stderr)  # fmt: skip
+        return 2
+    if not Path(args.html).is_file():
+        print(f"python -m reports.browser: error: '{args.html}' is not a file", file=sys.stderr)
+        return 2
     check = check_page(args.html, args.screenshot, args.width)
     for line in check.problems:
         print(line, file=sys.stderr)

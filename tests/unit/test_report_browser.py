@@ -83,3 +83,14 @@ def test_checker_flags_broken_pages(chromium, report, tmp_path):
     assert len(check.broken_images) == 2  # the corrupted figure and the remote one (no network)
     assert any("data:image/png;base64,AAAA" in image for image in check.broken_images)
     assert check.external_requests == ["http://example.invalid/figure.png"]
+
+
+def test_the_checker_without_chromium_or_a_report_is_one_line(tmp_path, monkeypatch, capsys):
+    from reports import browser
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on it
+    assert browser.main([str(tmp_path / "report.html")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "python -m reports.browser: error: no Chromium on PATH (tried chromium, chromium-browser, google-chrome): "
+        "apt-get install chromium"
+    ]
