@@ -294,7 +294,7 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     method = cls(model, tokenizer, config)
     documents = Documents(texts, tokenizer, args.seq_len, args.seed)
     chosen = [documents[i].ids for i in range(args.documents)]
-    result = table(fidelity(method, chosen, strategies, windows, args.seeds))
+    result = table(fidelity(method, chosen, strategies, windows, args.seeds, progress=not args.quiet))
     print(result.to_csv(index=False, float_format="%.4f") if args.csv else result.to_string(index=False))
 
 
@@ -526,6 +526,7 @@ def parser() -> argparse.ArgumentParser:
     gr.add_argument("--seed", type=int, default=0, help="data order and initial adapter weights (default 0)")
     gr.add_argument("--method-opt", action="append", default=[], metavar="K=V", help="method option, repeatable")
     gr.add_argument("--csv", action="store_true", help="CSV instead of a text table")
+    gr.add_argument("--quiet", action="store_true", help="no progress bar")
     gr.set_defaults(fn=cmd_gradients)
 
     ex = sub.add_parser(

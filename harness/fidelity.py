@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from harness.core.errors import UserError
 
@@ -26,22 +27,31 @@ def check_strategies(cls, strategies: list[str]) -> None:
         raise UserError(f"unknown strategy '{unknown[0]}'. Valid: {', '.join(known)}")
 
 
-def fidelity(method, documents: list[torch.Tensor], strategies: list[str], windows: list[int], seeds: int):
-    """One row per (document, strategy, window, seed) with cosine, relative error and norm ratio."""
+def fidelity(
+    method, documents: list[torch.Tensor], strategies: list[str], windows: list[int], seeds: int, progress=False
+):
+    """One row per (document, strategy, window, seed) with cosine, relative error and norm ratio.
+
+    With `progress`, a bar counts the gradients computed (the reference of each document among them).
+    """
     check_strategies(type(method), strategies)
+    runs = [(s, w, seed) for s in strategies for w in windows
+            for seed in range(seeds if s in method.STOCHASTIC_STRATEGIES else 1)]  # fmt: skip
     rows = []
-    for index, ids in enumerate(documents):
-        reference = _flat(method.document_gradients(ids, method.REFERENCE_STRATEGY, window=1))
-        for strategy in strategies:
-            for window in windows:
-                for seed in range(seeds if strategy in method.STOCHASTIC_STRATEGIES else 1):
-                    gradient = _flat(method.document_gradients(ids, strategy, window, seed=seed))
-                    rows.append({
-                        "document": index, "strategy": strategy, "window": window, "seed": seed,
-                        "cosine": float(torch.nn.functional.cosine_similarity(gradient, reference, dim=0)),
-                        "relative_error": float((gradient - reference).norm() / reference.norm()),
-                        "norm_ratio": float(gradient.norm() / reference.norm()),
-                    })  # fmt: skip
+    bar = tqdm(total=len(documents) * (len(runs) + 1), disable=not progress, unit="gradient", dynamic_ncols=True)
+    with bar:
+        for index, ids in enumerate(documents):
+            reference = _flat(method.document_gradients(ids, method.REFERENCE_STRATEGY, window=1))
+            bar.update()
+            for strategy, window, seed in runs:
+                gradient = _flat(method.document_gradients(ids, strategy, window, seed=seed))
+                bar.update()
+                rows.append({
+                    "document": index, "strategy": strategy, "window": window, "seed": seed,
+                    "cosine": float(torch.nn.functional.cosine_similarity(gradient, reference, dim=0)),
+                    "relative_error": float((gradient - reference).norm() / reference.norm()),
+                    "norm_ratio": float(gradient.norm() / reference.norm()),
+                })  # fmt: skip
     return pd.DataFrame(rows)
 
 

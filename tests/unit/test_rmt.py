@@ -87,7 +87,9 @@ def test_lch_gradients_compares_truncation_with_full_bptt(tmp_path, capsys):
                  "--documents", "1", "--seq-len", "40", "--segment", "8", "--memory-tokens", "2",
                  "--lora-rank", "2", "--window", "1,5", "--csv"])  # fmt: skip
     assert code == 0
-    rows = {tuple(line.split(",")[:2]): line.split(",") for line in capsys.readouterr().out.strip().splitlines()[1:]}
+    out, err = capsys.readouterr()
+    assert "3/3" in err  # the progress bar: one reference and two truncation gradients
+    rows = {tuple(line.split(",")[:2]): line.split(",") for line in out.strip().splitlines()[1:]}
     assert set(rows) == {("truncated", "1"), ("truncated", "5")}  # the default: every strategy but the exact one
     assert float(rows["truncated", "5"][2]) == pytest.approx(1.0, abs=1e-6)  # k2 >= segments: full BPTT
     assert float(rows["truncated", "1"][2]) < 0.9999
