@@ -15,6 +15,7 @@ import pandas as pd
 from reports import axes
 from reports.cost import METRICS, MIN_FIT_LENGTHS, medians
 from reports.memory_gain import KEY_GAIN
+from reports.tables import MIN_INTERVAL_SAMPLES
 from reports.tasks import file_stem, longbench_order
 
 STATUS_TEXT = {"oom": "OOM", "failed": "failed", "over_length": "over length"}
@@ -132,7 +133,10 @@ def score_text(row) -> str:
         return STATUS_TEXT[row["status"]] + (f" (after {row['n']} samples)" if row["n"] else "")
     if row["n"] == 0 and not (isinstance(row["value"], float) and math.isfinite(row["value"])):
         return "no samples" if row["status"] != "running" else "running (no samples)"
-    interval = f" [{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
+    interval = ""
+    if math.isfinite(row["ci_low"]):
+        low, high = fmt(row["ci_low"]), fmt(row["ci_high"])
+        interval = " (no spread)" if low == high else f" [{low}, {high}]"  # every sample scored alike
     value = mark(
         fmt(row["value"]), row.get("beyond_window", False), row.get("noncausal", False), row.get("beyond_memory", False)
     )
@@ -145,7 +149,8 @@ def summary_section(summary: pd.DataFrame) -> Section:
     section = Section("Summary")
     section.text(
         "Headline metric per cell: point value from the cell's aggregate, 95% percentile bootstrap interval over "
-        "samples, sample count. OOM / failed / over-length cells are shown as such."
+        f'samples (none under {MIN_INTERVAL_SAMPLES} samples; "no spread" when every resample gives one value), '
+        "sample count. OOM / failed / over-length cells are shown as such."
     )
     for task, group in summary.groupby("task"):
         direction = "higher" if group["higher_is_better"].iloc[0] else "lower"

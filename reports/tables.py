@@ -126,6 +126,9 @@ def _unique_labels(cells: pd.DataFrame, untrained: set[str], variants: dict[str,
     return labels
 
 
+MIN_INTERVAL_SAMPLES = 3
+
+
 def _interval(group: pd.DataFrame, point: float, seed: int) -> tuple[float, float]:
     """Bootstrap interval of a cell's headline statistic over its samples.
 
@@ -166,7 +169,8 @@ def summary(cells: pd.DataFrame, samples: pd.DataFrame, seed: int = 0) -> pd.Dat
         value = cell["aggregate"].get(headline)
         if value is None or not np.isfinite(value):
             value = float(group["score"].mean()) if len(group) else float("nan")
-        low, high = _interval(group, value, seed) if len(group) else (float("nan"), float("nan"))
+        enough = len(group) >= MIN_INTERVAL_SAMPLES  # resampling 1 or 2 samples draws no interval worth printing
+        low, high = _interval(group, value, seed) if enough else (float("nan"), float("nan"))
         rows.append(
             {
                 "task": cell["task"], "method": cell["label"], "length": int(cell["length"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sqlite3
 
@@ -196,3 +197,16 @@ def test_provenance_states_each_trained_methods_budget(store, tmp_path):
     write_report(store, tmp_path / "r")
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "Training budget per trained method" in markdown and "| 163840 |" in markdown
+
+
+def test_no_interval_from_two_samples_and_no_spread_said_so(store, tmp_path):
+    full_256 = "SELECT cell_id FROM cells WHERE label = 'full' AND length = 256"
+    _sql(store, f"DELETE FROM samples WHERE idx = 2 AND cell_id IN ({full_256})")
+    _sql(store, "UPDATE samples SET score = 1.0 WHERE cell_id IN (SELECT cell_id FROM cells WHERE label = 'streaming')")
+    summary = build(store)["summary"].set_index(["method", "length"])
+    assert summary.loc[("full", 256), "n"] == 2 and math.isnan(summary.loc[("full", 256), "ci_low"])
+    markdown = write_report(store, tmp_path / "out").markdown.read_text()
+    full = next(line for line in markdown.splitlines() if line.startswith("| full |") and "n=2" in line)
+    assert "n=2" in full and "[" not in full.split("n=2")[0].split("|")[-1]
+    streaming = next(line for line in markdown.splitlines() if line.startswith("| streaming |") and "n=3" in line)
+    assert "(no spread) n=3" in streaming  # every sample 1.0 (the point value is the stored aggregate)
