@@ -279,9 +279,16 @@ def training_budgets(cells: pd.DataFrame) -> pd.DataFrame:
                 budget = value.get("budget") or {}
                 rows[(label, value["sha256"])] = {
                     "method": label, "checkpoint": value.get("path"), "sha256": value["sha256"][:12],
-                    **{key: budget.get(key) for key in BUDGET_COLUMNS},
+                    **{key: budget.get(key) for key in BUDGET_COLUMNS}, "steps": _steps_text(budget),
                 }  # fmt: skip
     return pd.DataFrame(list(rows.values()), columns=["method", "checkpoint", "sha256", *BUDGET_COLUMNS])
+
+
+def _steps_text(budget: dict) -> object:
+    """The steps trained, and `44 of 56 (stopped early)` when they fall short of the stages' plan."""
+    steps, stages = budget.get("steps"), budget.get("stages")
+    planned = sum(int(stage.split(":")[1]) for stage in stages.split(",")) if stages else None
+    return f"{steps} of {planned} (stopped early)" if steps is not None and planned and steps < planned else steps
 
 
 def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict[str, pd.DataFrame]:

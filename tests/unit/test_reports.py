@@ -210,3 +210,14 @@ def test_no_interval_from_two_samples_and_no_spread_said_so(store, tmp_path):
     assert "n=2" in full and "[" not in full.split("n=2")[0].split("|")[-1]
     streaming = next(line for line in markdown.splitlines() if line.startswith("| streaming |") and "n=3" in line)
     assert "(no spread) n=3" in streaming  # every sample 1.0 (the point value is the stored aggregate)
+
+
+def test_provenance_says_a_run_stopped_short_of_its_stages(store):
+    budget = {"data": "books", "stages": "4096:40,16384:16", "steps": 44, "tokens": 229376, "longest_document": 16384,
+              "seed": 0}  # fmt: skip
+    config = json.loads(_sql(store, "SELECT method_config FROM cells WHERE label = 'streaming'")[0][0])
+    config = {**config, "checkpoint": {"path": "checkpoints/x", "sha256": "ab" * 32, "budget": budget}}
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE cells SET method_config = ? WHERE label = 'streaming'", (json.dumps(config),))
+    (row,) = build(store)["training"].to_dict("records")
+    assert row["steps"] == "44 of 56 (stopped early)"
