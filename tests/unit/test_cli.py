@@ -95,3 +95,26 @@ def test_quiet_hides_the_weight_loading_bar_and_restores_it(tiny_dir, tmp_path, 
     assert main(args) == 0
     assert ("Loading weights" in capsys.readouterr().err) is not quiet
     assert hf_logging.is_progress_bar_enabled()
+
+
+def test_results_tell_apart_one_label_run_with_two_checkpoints(tmp_path, tiny_llama, capsys):
+    from harness.training import TrainSpec, train
+
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "1_book.txt").write_text("The river ran past the mill and the mill wheel turned all day long. " * 60)
+    options = {"segment": 16, "memory_tokens": 4, "lora_rank": 2, "lora_alpha": 8}
+    for seed in (0, 1):
+        spec = TrainSpec(method="uio", model="tiny-random-llama", data=str(books), steps=1, seq_len=32, seed=seed,
+                         out=str(tmp_path / f"ckpt{seed}"), method_options=options)  # fmt: skip
+        train(spec, progress=False, loaded=tiny_llama)
+    store = str(tmp_path / "r.sqlite")
+    for seed in (0, 1):
+        assert main(["eval", "--model", "tiny-random-llama", "--method", "uio", "--method-opt",
+                     f"checkpoint={tmp_path / f'ckpt{seed}'}", "--task", "passkey", "--lengths", "300", "--samples",
+                     "1", "--output", store, "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["results", store, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 2 and {r["method"] for r in rows} == {"uio"}
+    assert sorted(r["checkpoint"].split("@")[0] for r in rows) == [str(tmp_path / "ckpt0"), str(tmp_path / "ckpt1")]
