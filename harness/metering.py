@@ -34,7 +34,7 @@ def synchronize(device: torch.device) -> None:
 class Costs:
     """Costs of one sample."""
 
-    prefill_s: float = 0.0
+    prefill_s: float | None = None  # None: the sample read no prompt (autoencode decodes from memory alone)
     decode_s: float = 0.0
     peak_mem_bytes: int = 0
     flops: float | None = None
@@ -60,7 +60,7 @@ class Metered:
         start = time.perf_counter()
         result = fn(*args, **kwargs)
         synchronize(self._device)
-        setattr(self.costs, bucket, getattr(self.costs, bucket) + time.perf_counter() - start)
+        setattr(self.costs, bucket, (getattr(self.costs, bucket) or 0.0) + time.perf_counter() - start)
         return result
 
     def prefill(self, *args, **kwargs):

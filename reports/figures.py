@@ -365,7 +365,9 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
             fits = tables["scaling"][tables["scaling"]["task"] == task]
             out[f"cost_{file_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
     for task, frame in tables.get("tradeoff", pd.DataFrame(columns=["task"])).groupby("task"):
-        for cost, (_, _, _, label) in TRADEOFF_COSTS.items():
+        for cost, (column, _, _, label) in TRADEOFF_COSTS.items():
+            if frame[column].isna().all():  # a cost the task never incurs (autoencode reads no prompt)
+                continue
             caption = (f"{task}: score vs median {label} per cell, one panel per input length; ringed and joined: "
                        "the Pareto front within that length." + beyond)  # fmt: skip
             out[f"tradeoff_{file_stem(task)}_{cost}"] = (tradeoff(frame, colours, cost), caption)

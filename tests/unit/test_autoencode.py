@@ -108,7 +108,14 @@ def test_the_task_scores_a_memory_method_and_refuses_one_without_before_storing(
     }
     assert outcomes["uio"].status == "done" and outcomes["uio"].ran == 3
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
-        query = "SELECT decode_s, decode_tokens FROM samples JOIN cells USING (cell_id) WHERE method = 'uio'"
+        query = "SELECT decode_s, decode_tokens, prefill_s, state_bytes FROM samples JOIN cells USING (cell_id)"
         timed = db.execute(query).fetchall()
-        assert len(timed) == 3 and all(seconds > 0 and tokens == 31 for seconds, tokens in timed)
+        assert len(timed) == 3 and all(seconds > 0 and tokens == 31 for seconds, tokens, _, _ in timed)
+        assert all(prefill is None and state is None for _, _, prefill, state in timed)  # no prompt read: no such cost
+    from reports.render import write_report
+
+    markdown = write_report(tmp_path / "s.sqlite", tmp_path / "r").markdown.read_text()
+    cost = next(line for line in markdown.splitlines() if line.startswith("| autoencode | uio"))
+    assert "0 µs" not in cost and "0 B" not in cost  # no prefill time or state where there was none
+    assert "tradeoff_autoencode_memory.png" in markdown and "tradeoff_autoencode_prefill.png" not in markdown
     assert METHODS.get("uio").Config(segment=32, memory_tokens=4).segment == 32
