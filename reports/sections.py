@@ -341,6 +341,9 @@ def tradeoff_section(tables: dict, figures: dict) -> Section:
     """Section 6: score vs cost per task, one panel per length; Pareto cells (within their length) listed."""
     section = Section("Accuracy vs cost")
     frame = tables["tradeoff"]
+    section.text("Peak memory: the most memory a sample took above what was held when it started (activations, "
+                 "caches, a memory encoder's work; the weights not counted); *Matched memory* counts only the state "
+                 "kept between segments.")  # fmt: skip
     for name in sorted(n for n in figures if n.startswith("tradeoff_")):
         section.figure(name, figures[name])
     shown = pd.DataFrame(
@@ -371,7 +374,10 @@ def memory_section(tables: dict, figures: dict) -> Section:
         "length: measured from this store's `full` samples at that task, model and length, else computed as "
         "2 × layers × KV heads × head dim × length × bytes per element from the model's config. Pareto: no other "
         "method at that task and length holds no more state with a score at least as good, one of the two strictly; "
-        "scores at or below the task's chance level are never on it."
+        "scores at or below the task's chance level are never on it. This is the memory a method carries from one "
+        "segment to the next; the peak memory of *Accuracy vs cost* is the most memory a sample took above what was "
+        "held when it started (activations, caches, a memory encoder's work), so a method can be small here and "
+        "large there."
     )
     for name in sorted(n for n in figures if n.startswith("memory_")):
         section.figure(name, figures[name])
