@@ -54,9 +54,7 @@ def token_gain(cells: pd.DataFrame, samples: pd.DataFrame, runs: pd.DataFrame) -
     by_cell = {cell_id: group.set_index("instance_id") for cell_id, group in scored.groupby("cell_id")}
     rows = []
     for _, cell in ppl.iterrows():
-        keys = ["task", "length", "model", "seed"]
-        same = (cells[keys] == cell[keys]).all(axis=1)
-        control = cells[same & (cells["given_label"] == pairs[cell["given_label"]])]
+        control = _control_cells(cells, cell, pairs)
         if control.empty or cell["cell_id"] not in by_cell or control["cell_id"].iloc[0] not in by_cell:
             continue
         mine, theirs = by_cell[cell["cell_id"]], by_cell[control["cell_id"].iloc[0]]
@@ -69,6 +67,28 @@ def token_gain(cells: pd.DataFrame, samples: pd.DataFrame, runs: pd.DataFrame) -
                 width = int(mine.at[instance, "metadata"]["position_nll"]["bucket"])
         rows += _buckets(gains, width, cell["label"], control["label"].iloc[0], int(cell["length"]))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def unpaired(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The perplexity cells of a method with a control whose control has no cell at their length, model and seed.
+
+    The per-token gain needs both; the report names these instead of dropping them without a word.
+    """
+    pairs = controls(runs)
+    ppl = cells[(cells["task"] == "perplexity") & cells["given_label"].isin(pairs)]
+    rows = [
+        {"method": cell["label"], "control": pairs[cell["given_label"]], "length": int(cell["length"])}
+        for _, cell in ppl.iterrows()
+        if _control_cells(cells, cell, pairs).empty
+    ]
+    return pd.DataFrame(rows, columns=["method", "control", "length"])
+
+
+def _control_cells(cells: pd.DataFrame, cell: pd.Series, pairs: dict[str, str]) -> pd.DataFrame:
+    """The cells of `cell`'s control at the same task, length, model and seed."""
+    keys = ["task", "length", "model", "seed"]
+    same = (cells[keys] == cell[keys]).all(axis=1)
+    return cells[same & (cells["given_label"] == pairs[cell["given_label"]])]
 
 
 def _buckets(gains: list[np.ndarray], width: int | None, method: str, control: str, length: int) -> list[dict]:

@@ -412,7 +412,7 @@ def memory_section(tables: dict, figures: dict) -> Section:
 def memory_gain_section(tables: dict) -> Section:
     """Section 8: per-token log-prob gain of each memory method over its no-memory control, by position."""
     section = Section("Where memory helps, per token")
-    frame = tables["memory_gain"]
+    frame = tables.get("memory_gain", pd.DataFrame(columns=["method", "control", "length"]))
     section.text(
         f"Gain of a token = its NLL under the method's control (named by `control:` in the sweep: the same local "
         f"context without the memory) minus its NLL under the method, in nats, on the perplexity documents both "
@@ -430,6 +430,11 @@ def memory_gain_section(tables: dict) -> Section:
             }
         )  # fmt: skip
         section.table(shown, f"{method} over {control}, documents of {length:,} tokens")
+    if "memory_gain_unpaired" in tables:
+        missing = tables["memory_gain_unpaired"]
+        named = "; ".join(f"{m} over {c} at {n:,} tokens" for m, c, n in
+                          zip(missing["method"], missing["control"], missing["length"], strict=True))  # fmt: skip
+        section.text(f"Not compared, the control having no perplexity cell at that length: {named}.")
     return section
 
 
@@ -534,7 +539,7 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
     if "tradeoff" in tables:
         out.append(tradeoff_section(tables, figures))
     out.append(memory_section(tables, figures))
-    if "memory_gain" in tables:
+    if "memory_gain" in tables or "memory_gain_unpaired" in tables:
         out.append(memory_gain_section(tables))
     if tables["summary"]["method"].nunique() > 1:
         out.append(paired_section(tables, baseline))

@@ -22,7 +22,7 @@ from harness.core.errors import UserError
 from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
-from reports.memory_gain import token_gain
+from reports.memory_gain import token_gain, unpaired
 from reports.tasks import babilong, effective_lengths, longbench, passkey_depth, perplexity, position_nll, ruler
 
 # A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
@@ -323,6 +323,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
     tables["memory"] = matched_memory(cells, samples, tables["summary"], chance)
     tables["paired"] = paired(samples, baseline, seed)
     tables["memory_gain"] = token_gain(cells, samples, runs)
+    tables["memory_gain_unpaired"] = unpaired(cells, runs)
     tables.update(provenance(cells, runs))
     always = {"cells", "samples", "runs", "summary", "packages", "methods", "tasks"}
     return {name: frame for name, frame in tables.items() if name in always or not frame.empty}

@@ -81,3 +81,19 @@ def test_the_report_shows_the_gain_only_where_a_sweep_named_a_control(tmp_path, 
     assert "memory_gain" not in build(tmp_path / "plain.sqlite")
     markdown = write_report(tmp_path / "plain.sqlite", tmp_path / "out2").markdown.read_text()
     assert "Where memory helps" not in markdown
+
+
+def test_a_control_that_did_not_run_the_length_is_named_not_dropped(tmp_path, documents):
+    _, method = documents
+    _write(tmp_path / "s.sqlite", SWEEP, {"uio-small": method})  # the control scored nothing
+    tables = build(tmp_path / "s.sqlite")
+    assert "memory_gain" not in tables
+    assert tables["memory_gain_unpaired"].to_dict("records") == [
+        {"method": "uio-small", "control": "no-memory", "length": LENGTH}
+    ]
+    markdown = write_report(tmp_path / "s.sqlite", tmp_path / "out").markdown.read_text()
+    assert "## Where memory helps, per token" in markdown
+    assert (
+        f"Not compared, the control having no perplexity cell at that length: uio-small over no-memory at {LENGTH}"
+        in markdown
+    )
