@@ -83,8 +83,8 @@ def _files(data: str) -> tuple[list[Path], list[Path]]:
         return ([], [root]) if root.suffix in TABLE_SUFFIXES else ([root], [])
     if (root / "state.json").is_file() or (root / "dataset_dict.json").is_file():  # written by save_to_disk
         return [], []
-    books = sorted(root.rglob("*.txt"))
-    tables = sorted(path for suffix in TABLE_SUFFIXES for path in root.rglob("*" + suffix))
+    books = _regular(sorted(root.rglob("*.txt")))
+    tables = _regular(sorted(path for suffix in TABLE_SUFFIXES for path in root.rglob("*" + suffix)))
     if books and tables:
         raise UserError(f"--data '{data}' mixes .txt books and .jsonl/.parquet files: point it at one kind")
     if not books and not tables:
@@ -94,9 +94,20 @@ def _files(data: str) -> tuple[list[Path], list[Path]]:
     return books, tables
 
 
+def _regular(paths: list[Path]) -> list[Path]:
+    """The files among `paths` (a folder named `x.txt` is no book); a link to nothing is an error, not a skip."""
+    broken = [path for path in paths if path.is_symlink() and not path.exists()]
+    if broken:
+        raise UserError(f"--data: '{broken[0]}' is a link to nothing ({broken[0].readlink()})")
+    return [path for path in paths if path.is_file()]
+
+
 def _book(path: Path) -> Text:
     """A `.txt` book read as `tasks.data.read_book` does, refused when it is not text and noted when partly not."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"--data: '{path}' cannot be read ({error.strerror})") from None
     share = undecodable_share(raw)
     if share > MOST:
         raise UserError(f"--data: '{path}' is not text ({share:.0%} of its bytes are undecodable or control bytes)")
@@ -139,20 +150,26 @@ def _empty(path: Path) -> bool:
     if path.stat().st_size == 0:
         return True
     if path.suffix == ".parquet":
+        import pyarrow
         import pyarrow.parquet
 
-        return pyarrow.parquet.ParquetFile(path).metadata.num_rows == 0
+        try:
+            return pyarrow.parquet.ParquetFile(path).metadata.num_rows == 0
+        except (pyarrow.ArrowException, OSError) as error:
+            raise UserError(f"--data: '{path}' is not a readable parquet file ({_first_line(error)})") from None
     return False
 
 
 @contextlib.contextmanager
 def _quiet(datasets) -> Iterator[None]:
-    """No `datasets` progress bars while loading (training has its own; a one-line error stays one line)."""
-    shown = datasets.is_progress_bar_enabled()
+    """No `datasets` progress bars or log lines while loading (training has its own; an error stays one line)."""
+    shown, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its own error line would sit above lch's
     try:
         yield
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if shown:
             datasets.enable_progress_bars()
 
@@ -165,9 +182,13 @@ def _readable(data: str) -> Iterator[None]:
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - ConnectionError, DatasetNotFoundError, ArrowInvalid, ValueError, ...
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        error = error.__cause__ or error  # "An error occurred while generating the dataset" from: the reason
         where = "cannot be read" if Path(data).exists() else "not found here nor on the hub"
-        raise UserError(f"--data '{data}' {where} ({reason})") from None
+        raise UserError(f"--data '{data}' {where} ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _records(dataset, data: str, text_field: str) -> list[Text]:

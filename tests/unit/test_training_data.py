@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -180,3 +181,26 @@ def test_every_test_book_and_half_of_one_are_found_and_no_other_book_is():
 def test_committed_fingerprints_are_those_of_the_shared_books(tmp_path):
     write_fingerprints([str(BOOKS), "--out", str(tmp_path / "fingerprints.json")])
     assert json.loads((tmp_path / "fingerprints.json").read_text()) == json.loads(FINGERPRINTS.read_text())
+
+
+def test_unreadable_inputs_are_one_line_with_their_reason(tmp_path, capsys):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "ok.txt").write_text(A)
+    (books / "shelf.txt").mkdir()  # a folder named like a book is no book
+    (books / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    assert bad(tmp_path, capsys, str(books)) == f"lch: error: --data: '{books / 'gone.txt'}' is a link to nothing " \
+        f"({tmp_path / 'nowhere.txt'})"  # fmt: skip
+    (books / "gone.txt").unlink()
+    (books / "ok.txt").chmod(0)
+    if os.access(books / "ok.txt", os.R_OK):  # root reads anything
+        (books / "ok.txt").chmod(0o644)
+    else:
+        assert "cannot be read (Permission denied)" in bad(tmp_path, capsys, str(books))
+    parquet = tmp_path / "t.parquet"
+    parquet.write_bytes(b"PAR1 not really")
+    assert "is not a readable parquet file (Parquet magic bytes not found" in bad(tmp_path, capsys, str(parquet))
+    jsonl = tmp_path / "j.jsonl"
+    jsonl.write_text('{"text": "a"}\n{"text": broken\n')
+    assert bad(tmp_path, capsys, str(jsonl)) == f"lch: error: --data '{jsonl}' cannot be read (JSON parse error: " \
+        "Invalid value. in row 1)"  # fmt: skip
