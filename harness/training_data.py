@@ -17,6 +17,7 @@ lengths drawn from a set (`VaryingDocuments`); records of a prompt and an answer
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -142,6 +143,8 @@ def _dataset(data: str, tables: list[Path], split: str):
             if split not in saved:
                 raise UserError(f"--split '{split}' is not a split of --data '{data}'; its splits: {', '.join(saved)}")
             return saved[split]
+        if _hub_unreachable():
+            raise UserError(f"--data '{data}' not found here, and the Hugging Face hub cannot be reached to look")
         return datasets.load_dataset(data, split=split)
 
 
@@ -185,6 +188,27 @@ def _readable(data: str) -> Iterator[None]:
         error = error.__cause__ or error  # "An error occurred while generating the dataset" from: the reason
         where = "cannot be read" if Path(data).exists() else "not found here nor on the hub"
         raise UserError(f"--data '{data}' {where} ({_first_line(error)})") from None
+
+
+def _hub_unreachable() -> bool:
+    """Whether a quick look (3 s) finds no hub, where asking it would spend half a minute in retries.
+
+    Offline mode (`HF_HUB_OFFLINE`) is left to `datasets`, which then answers at once.
+    """
+    import urllib.error
+    import urllib.request
+
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return False
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(constants.ENDPOINT, timeout=3).close()
+    except urllib.error.HTTPError:
+        return False  # it answered
+    except OSError:
+        return True
+    return False
 
 
 def _first_line(error: BaseException) -> str:

@@ -204,3 +204,22 @@ def test_unreadable_inputs_are_one_line_with_their_reason(tmp_path, capsys):
     jsonl.write_text('{"text": "a"}\n{"text": broken\n')
     assert bad(tmp_path, capsys, str(jsonl)) == f"lch: error: --data '{jsonl}' cannot be read (JSON parse error: " \
         "Invalid value. in row 1)"  # fmt: skip
+
+
+def test_a_hub_name_without_a_reachable_hub_is_refused_at_once(tmp_path, monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    def unreachable(url, timeout):
+        assert timeout <= 3
+        raise urllib.error.URLError("no route")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the hub must not be asked: it would retry for half a minute")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    monkeypatch.chdir(tmp_path)
+    expected = "lch: error: --data 'books' not found here, and the Hugging Face hub cannot be reached to look"
+    assert bad(tmp_path, capsys, "books") == expected
