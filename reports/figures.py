@@ -164,13 +164,19 @@ def perplexity_lengths(table: pd.DataFrame, colours: dict) -> Figure:
 def position_curves(curve: pd.DataFrame, colours: dict, protocol: str) -> Figure:
     """Plot NLL per token by position bucket, one panel per length (the longest few), to show if far context helps."""
     lengths = sorted(curve["length"].unique())[-MAX_LENGTH_PANELS:]
+    shown = curve[curve["length"].isin(lengths)]
     fig, panels = _figure(len(lengths), height=3.9, sharey=True)
     for ax, length in zip(panels, lengths, strict=True):
-        handles = _line(ax, curve[curve["length"] == length], "position", "nll", colours, per_point=False)
+        _line(ax, shown[shown["length"] == length], "position", "nll", colours, per_point=False)
         axes.token_formatter(ax)
         ax.set(title=f"length {axes.tokens(length)}", xlabel="token position (bucket start)", ylabel="NLL per token")
-        ax.legend(handles=handles, fontsize="small")
-    fig.supxlabel(protocol, fontsize="small")  # e.g. "protocol=sliding, window=4096, stride=2048"
+    handles = []  # one legend: a method past the trained window says at which lengths
+    for method in sorted(shown["method"].unique(), key=list(colours).index):
+        past = sorted(shown.loc[(shown["method"] == method) & shown["beyond_window"], "length"].unique())
+        where = f" (input past the trained window at {', '.join(axes.tokens(n) for n in past)})" if past else ""
+        handles.append(_handle(colours[method], method + where))
+    fig.legend(handles=handles, loc="outside lower center", fontsize="small", ncols=min(len(handles), 3),
+               frameon=False, title=protocol, title_fontsize="small")  # fmt: skip
     return fig
 
 

@@ -12,6 +12,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from tasks import token_nll
+
 # RULER's 13 tasks as lm-eval names them (lm_eval/tasks/ruler/ruler.yaml), and the RULER paper's threshold for an
 # effective length: Llama-2-7B's average at 4K (Hsieh et al., 2024, arXiv 2404.06654, Table 3).
 RULER_TASKS = (
@@ -82,7 +84,7 @@ def position_nll(samples: pd.DataFrame) -> pd.DataFrame:
     mine = samples[(samples["task"] == "perplexity") & ~samples["skipped"]]
     rows = []
     for _, sample in mine.iterrows():
-        curve = sample["metadata"].get("position_nll")
+        curve = _curve(sample["metadata"], int(sample["length"]))
         if not curve:
             continue
         for index, (nll, tokens) in enumerate(zip(curve["nll_sum"], curve["tokens"], strict=False)):
@@ -103,6 +105,20 @@ def position_nll(samples: pd.DataFrame) -> pd.DataFrame:
     frame["nll"] = frame["nll_sum"] / frame["tokens"]
     frame["perplexity"] = np.exp(frame["nll"])
     return frame.reset_index(drop=True)
+
+
+def _curve(metadata: dict, length: int) -> dict | None:
+    """A sample's NLL by position bucket, 8 to 16 buckets to its length when it stored its per-token NLLs.
+
+    Bucket `b` holds positions `b * width .. (b + 1) * width - 1` (token `i` of the stored NLLs is position
+    `i + 1`), as the task's own `position_nll` curve, whose fixed width (4096 by default) is the fallback.
+    """
+    if "token_nll" not in metadata:
+        return metadata.get("position_nll")
+    nll = token_nll.decode(metadata["token_nll"])
+    width = 2 ** max(int(np.log2(max(length, 8) / 8)), 0)
+    index = np.arange(1, nll.size + 1) // width
+    return {"bucket": width, "nll_sum": np.bincount(index, weights=nll).tolist(), "tokens": np.bincount(index).tolist()}
 
 
 def longbench(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:

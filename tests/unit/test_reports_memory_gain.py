@@ -97,3 +97,16 @@ def test_a_control_that_did_not_run_the_length_is_named_not_dropped(tmp_path, do
         f"Not compared, the control having no perplexity cell at that length: uio-small over no-memory at {LENGTH}"
         in markdown
     )
+
+
+def test_the_position_curve_has_8_to_16_buckets_when_token_nlls_are_stored(tmp_path, documents):
+    control, method = documents
+    _write(tmp_path / "s.sqlite", SWEEP, {"uio-small": method, "no-memory": control})
+    curve = build(tmp_path / "s.sqlite")["position_nll"]
+    mine = curve[curve["method"] == "uio-small"].sort_values("bucket")
+    width = 32  # the power of two that cuts 300 tokens into 8 to 16 buckets
+    assert list(mine["position"]) == [width * b for b in range(len(mine))] and 8 <= len(mine) <= 16
+    stored = np.concatenate([token_nll.decode(token_nll.encode(m)) for m in method])  # as float16 round-trips
+    assert mine["tokens"].sum() == stored.size and mine["nll_sum"].sum() == pytest.approx(stored.sum())
+    first = np.concatenate([token_nll.decode(token_nll.encode(m))[: width - 1] for m in method])
+    assert mine["nll_sum"].iloc[0] == pytest.approx(first.sum())  # bucket 0: positions 1..31

@@ -101,6 +101,12 @@ def test_perplexity_report_has_protocol_and_curves(perplexity_store, tmp_path):
     assert "## Perplexity" in markdown and "protocol=sliding, window=1024, stride=512" in markdown
     assert {"perplexity_length.png", "position_nll.png"} <= {p.name for p in written.figures}
     assert "## Passkey" not in markdown and "## LongBench" not in markdown  # sections only with data
+    from reports.figures import figures
+
+    fig, _ = figures(build(path), "full")["position_nll"]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # one legend, for the figure
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["full", "streaming"]
 
 
 def test_perplexity_report_shows_the_document_mean_and_marks_lookahead_scores(perplexity_store, tmp_path):
