@@ -43,14 +43,36 @@ def ray_cells(address: str | None):
     """The `run_cells` step of `run_sweep` on the Ray cluster at `address` (None: a local Ray instance).
 
     Raises:
-        UserError: Ray is not installed.
+        UserError: Ray is not installed, `address` is neither `auto` nor `HOST:PORT`, or nothing answers there
+            within `CONNECT_TIMEOUT_S` (Ray itself would retry for minutes).
 
     """
+    if address is not None and address != "auto":
+        check_address(address)
     try:
         import ray  # noqa: F401
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install -e '.[ray]' in the lch checkout") from None
     return partial(run_cells, address=address)
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_address(address: str) -> None:
+    """A one-line error unless `address` is `HOST:PORT` (a `ray://` client address too) and something listens there."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address '{address}' must be auto or HOST:PORT (the head node's GCS port, e.g. 6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__  # a timeout has no strerror
+        raise UserError(
+            f"no Ray cluster answers at '{address}' ({reason}, after up to {CONNECT_TIMEOUT_S:g} s)"
+        ) from None
 
 
 def run_cells(
