@@ -277,7 +277,7 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     if train_options:
         raise UserError(f"lch gradients compares strategies itself: drop {', '.join('--' + k for k in train_options)}")
     config = validate(cls.Config, method_options | _options(args.method_opt, "--method-opt"), f"method '{cls.name}'")
-    cls.check_document_length(config, args.seq_len)
+    _check_length(cls, config, args.seq_len)
     every = [s for s in cls.TrainConfig.model_fields["strategy"].annotation.__args__ if s != cls.REFERENCE_STRATEGY]
     strategies = args.strategies.split(",") if args.strategies else every
     windows = _ints(args.window, "--window")
@@ -289,7 +289,7 @@ def cmd_gradients(args: argparse.Namespace) -> None:
         raise UserError("no data directory found: pass --data (a folder of .txt books)")
     texts = load_texts(root)
     model, tokenizer = load_model(args.model, args.dtype, args.device)
-    cls.check_document_length(config, args.seq_len, model.config.max_position_embeddings)
+    _check_length(cls, config, args.seq_len, model.config.max_position_embeddings)
     torch.manual_seed(args.seed)  # the adapters' initial weights
     method = cls(model, tokenizer, config)
     documents = Documents(texts, tokenizer, args.seq_len, args.seed)
@@ -355,6 +355,13 @@ def cmd_make_data(args: argparse.Namespace) -> None:
     generator = cls(config, _tokenizer(args.model) if cls.needs_tokenizer else None)
     count = write_jsonl(generator.records(args.n, args.seed), args.out)
     print(f"{count} {cls.name} records written to {args.out}")
+
+
+def _check_length(cls, config, seq_len: int, window: int | None = None) -> None:
+    try:
+        cls.check_document_length(config, seq_len, window)
+    except UserError as error:
+        raise UserError(f"--seq-len {seq_len}: {error}") from None
 
 
 def _command() -> str:

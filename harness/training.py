@@ -315,11 +315,20 @@ def build_trainable(spec: TrainSpec, config, train_config, loaded=None, device: 
         longest = max(stage.seq_len for stage in spec.plan)
         options = cls.training_options(config.model_dump(exclude_unset=True), longest, window)
         config = validate(cls.Config, options, f"method '{spec.method}'")
-    for stage in spec.plan:
-        cls.check_document_length(config, stage.seq_len, window)
+    check_lengths(cls, config, spec, window)
     method = cls(model, tokenizer, config)
     method.train_config = train_config
     return method
+
+
+def check_lengths(cls, config, spec: TrainSpec, window: int | None = None) -> None:
+    """Each stage's documents fit the method (`check_document_length`); an error names the flag that set the length."""
+    for stage in spec.plan:
+        try:
+            cls.check_document_length(config, stage.seq_len, window)
+        except UserError as error:
+            flag = f"--stages {stage.seq_len}:{stage.steps}" if spec.stages else f"--seq-len {stage.seq_len}"
+            raise UserError(f"{flag}: {error}") from None
 
 
 def trainable_class(name: str):
@@ -340,8 +349,7 @@ def method_configs(spec: TrainSpec):
     cls = trainable_class(spec.method)
     where = f"method '{spec.method}'"
     config = validate(cls.Config, spec.method_options, where)
-    for stage in spec.plan:
-        cls.check_document_length(config, stage.seq_len)
+    check_lengths(cls, config, spec)
     if spec.loss == "long" and not hasattr(config, "segment"):  # its local context
         raise UserError(f"--loss long needs a method with segments (uio, rmt); {spec.method} has none")
     return config, validate(cls.TrainConfig, spec.train_options, where)

@@ -196,10 +196,11 @@ class LongLoRA(DecoderMethod):
     def check_document_length(cls, config: LongLoRAConfig, seq_len: int, trained_window: int | None = None) -> None:
         """A training document is at least two tokens; past the interpolated window is refused."""
         if seq_len < 2:
-            raise UserError(f"--seq-len {seq_len}: a training document needs at least 2 tokens")
+            raise UserError(f"documents of {seq_len} tokens: a training document needs at least 2")
         if trained_window is not None and config.rope_factor and seq_len > trained_window * config.rope_factor:
             raise UserError(
-                f"--seq-len {seq_len} is past the interpolated window {trained_window} x {config.rope_factor}"
+                f"documents of {seq_len} tokens are past the interpolated window "
+                f"{trained_window} x {config.rope_factor}"
             )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -365,7 +365,7 @@ class RMT(LongContextModel):
     def check_document_length(cls, config: RMTConfig, seq_len: int, trained_window: int | None = None) -> None:
         """A training document is at least 2 tokens; a segment with its read and write memory fits the window."""
         if seq_len < 2:
-            raise UserError(f"--seq-len {seq_len}: a training document needs at least 2 tokens")
+            raise UserError(f"documents of {seq_len} tokens: a training document needs at least 2")
         positions = config.segment + 2 * config.memory_tokens
         if trained_window is not None and positions > trained_window:
             raise UserError(

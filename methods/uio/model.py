@@ -111,13 +111,13 @@ class UIO(LongContextModel):
         if not config.memory:
             raise UserError("uio with memory=false has nothing to train (the decoder is frozen)")
         if seq_len % config.segment or seq_len < 2 * config.segment:
-            raise UserError(f"--seq-len {seq_len} must be a multiple of segment {config.segment}, at least 2 segments")
+            raise UserError(f"documents of {seq_len} tokens must be a multiple of segment {config.segment}, at least 2")
         window = config.window or trained_window
         if window is None:
             return
         positions = (seq_len // config.segment - 1) * config.memory_tokens + config.segment
         if positions > window:
-            raise UserError(f"--seq-len {seq_len} puts decoder positions at {positions} > window {window}")
+            raise UserError(f"documents of {seq_len} tokens put decoder positions at {positions} > window {window}")
 
     def document_gradients(
         self, input_ids: torch.Tensor, strategy: str, window: int, seed: int | None = None

@@ -144,7 +144,7 @@ BAD = [
     (["--strategy", "sometimes"], "strategy"),
     (["--window", "0"], "window"),
     (["--seq-len", "70"], "multiple of segment"),
-    (["--seq-len", "16"], "at least 2 segments"),
+    (["--seq-len", "16"], "--seq-len 16: documents of 16 tokens must be a multiple of segment 16, at least 2"),
     (["--segmentt", "16"], "unknown option '--segmentt'"),
     (["--strategy"], "must be followed by a value"),
 ]
@@ -282,7 +282,8 @@ def test_a_checkpoint_knows_the_memories_it_trained_with(data, tmp_path, tiny_ll
         (["--stages", "32:0"], "--stages lengths and steps must be positive"),
         (["--stages", "32:3", "--steps", "3"], "--stages replaces --steps and --seq-len"),
         (["--seq-len", "64"], "lch train needs --steps and --seq-len, or --stages"),
-        (["--stages", "64:1,70:1"], "--seq-len 70 must be a multiple of segment 16"),
+        (["--stages", "64:1,70:1"], "--stages 70:1: documents of 70 tokens must be a multiple of segment 16"),
+        (["--steps", "1", "--seq-len", "70"], "--seq-len 70: documents of 70 tokens must be a multiple of segment 16"),
         (["--stages", "64:1", "--keep-at", "1,x"], "--keep-at must be steps separated by commas"),
         (["--stages", "64:1", "--keep-at", "0"], "--keep-at steps must be positive"),
     ],
