@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from harness.sweep import SweepSpec, method_labels
+from reports.tasks import bucket_width
 from tasks import token_nll
 
 KEY_GAIN = 2.0  # nats
@@ -44,7 +45,7 @@ def token_gain(cells: pd.DataFrame, samples: pd.DataFrame, runs: pd.DataFrame) -
     """Per memory method, control, length and position bucket: documents, tokens, mean gain, helped, hurt.
 
     `helped` / `hurt`: shares of the bucket's tokens whose gain is above `KEY_GAIN` / below `-KEY_GAIN`.
-    Buckets follow the perplexity task's `position_nll` width; documents are paired on instance id within
+    Buckets cut each length into 8 to 16 (`reports.tasks.bucket_width`); documents are paired on instance id within
     the same task, length, model and seed, and a pair whose token counts differ is left out.
     """
     pairs = controls(runs)
@@ -58,13 +59,13 @@ def token_gain(cells: pd.DataFrame, samples: pd.DataFrame, runs: pd.DataFrame) -
         if control.empty or cell["cell_id"] not in by_cell or control["cell_id"].iloc[0] not in by_cell:
             continue
         mine, theirs = by_cell[cell["cell_id"]], by_cell[control["cell_id"].iloc[0]]
-        gains, width = [], None
+        gains = []
         for instance in mine.index.intersection(theirs.index):
             a = token_nll.decode(mine.at[instance, "metadata"]["token_nll"])
             b = token_nll.decode(theirs.at[instance, "metadata"]["token_nll"])
             if a.size == b.size:
                 gains.append(b - a)
-                width = int(mine.at[instance, "metadata"]["position_nll"]["bucket"])
+        width = bucket_width(int(cell["length"]))
         rows += _buckets(gains, width, cell["label"], control["label"].iloc[0], int(cell["length"]))
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -91,7 +92,7 @@ def _control_cells(cells: pd.DataFrame, cell: pd.Series, pairs: dict[str, str]) 
     return cells[same & (cells["given_label"] == pairs[cell["given_label"]])]
 
 
-def _buckets(gains: list[np.ndarray], width: int | None, method: str, control: str, length: int) -> list[dict]:
+def _buckets(gains: list[np.ndarray], width: int, method: str, control: str, length: int) -> list[dict]:
     """One row per position bucket of the documents' gains (token `i` of a gain array is position `i + 1`)."""
     if not gains:
         return []

@@ -107,6 +107,11 @@ def position_nll(samples: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def bucket_width(length: int) -> int:
+    """The power of two that cuts a `length`-token document into 8 to 16 position buckets."""
+    return 2 ** max(int(np.log2(max(length, 8) / 8)), 0)
+
+
 def _curve(metadata: dict, length: int) -> dict | None:
     """A sample's NLL by position bucket, 8 to 16 buckets to its length when it stored its per-token NLLs.
 
@@ -116,7 +121,7 @@ def _curve(metadata: dict, length: int) -> dict | None:
     if "token_nll" not in metadata:
         return metadata.get("position_nll")
     nll = token_nll.decode(metadata["token_nll"])
-    width = 2 ** max(int(np.log2(max(length, 8) / 8)), 0)
+    width = bucket_width(length)
     index = np.arange(1, nll.size + 1) // width
     return {"bucket": width, "nll_sum": np.bincount(index, weights=nll).tolist(), "tokens": np.bincount(index).tolist()}
 

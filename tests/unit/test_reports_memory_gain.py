@@ -63,10 +63,13 @@ def test_gain_per_bucket_is_the_controls_nll_minus_the_methods(tmp_path, documen
     frame = build(tmp_path / "s.sqlite")["memory_gain"]
     assert set(frame["method"]) == {"uio-small"} and set(frame["control"]) == {"no-memory"}
     gain = np.concatenate([c[None] - m[None] for c, m in zip(control, method, strict=True)])  # [documents, T-1]
-    # buckets of positions 0..127 (tokens 1..127), 128..255, 256..299, as the perplexity task's curve
-    for (start, end), row in zip([(0, 127), (127, 255), (255, 299)], frame.itertuples(), strict=True):
+    # buckets of 32 positions (8 to 16 to the 300 tokens): 0..31 (tokens 1..31), 32..63, ..., 288..299
+    width = 32
+    spans = [(max(p - 1, 0), min(p + width - 1, LENGTH - 1)) for p in range(0, LENGTH, width)]
+    assert len(frame) == len(spans) == 10
+    for (start, end), row in zip(spans, frame.itertuples(), strict=True):
         chunk = gain[:, start:end]
-        assert row.position == (start + 1) // BUCKET * BUCKET and row.documents == 2 and row.tokens == chunk.size
+        assert row.position == (start + 1) // width * width and row.documents == 2 and row.tokens == chunk.size
         assert row.mean_gain == pytest.approx(chunk.mean(), abs=0.02)  # float16 storage
         assert row.helped == pytest.approx((chunk > 2).mean()) and row.hurt == pytest.approx((chunk < -2).mean())
 
