@@ -65,6 +65,12 @@ def _points(ax, x, y, colour, beyond, size: float = 36, **kwargs) -> None:
                **kwargs)  # fmt: skip
 
 
+def _columns(handles: list, panels: list) -> int:
+    """Legend columns that fit the figure's width: about two per panel across, at most one row per handle."""
+    across = len({round(ax.get_position().x0, 3) for ax in panels})
+    return max(1, min(len(handles), 2 * across))
+
+
 def _handle(colour, label: str, line: bool = True, hollow: bool = False) -> Line2D:
     face = "white" if hollow else colour
     return Line2D([], [], color=colour, marker="o", markerfacecolor=face, linestyle="-" if line else "none",
@@ -267,13 +273,13 @@ def tradeoff(frame: pd.DataFrame, colours: dict, cost: str) -> Figure:
         ax.set(title=f"length {axes.tokens(length)}", xlabel=label)
         ax.tick_params(axis="x", labelsize="small", labelrotation=30)
     direction = "higher" if better else "lower"
-    panels[0].set_ylabel(f"{frame['metric'].iloc[0]} ({direction} is better)")
+    panels[0].set_ylabel(f"{frame['metric'].iloc[0]}\n({direction} is better)")
     handles = [_handle(colours[m], m, line=False) for m in sorted(frame["method"].unique(), key=list(colours).index)]
     handles.append(Line2D([], [], marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black",
                           color="black", alpha=0.6, label="Pareto front at that length"))  # fmt: skip
     if frame["beyond_window"].any():
         handles.append(_beyond_handle())
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    fig.legend(handles=handles, loc="outside lower center", ncols=_columns(handles, panels), fontsize="small")
     return fig
 
 
@@ -324,12 +330,12 @@ def matched_memory(frame: pd.DataFrame, colours: dict) -> Figure:
         ax.axvline(100.0, color="0.6", linestyle=":", linewidth=1)  # full attention's own cache
         ax.set(title=f"length {axes.tokens(length)}", xlabel="state, % of full attention's KV")
     direction = "higher" if bool(frame["higher_is_better"].iloc[0]) else "lower"
-    panels[0].set_ylabel(f"{frame['metric'].iloc[0]} ({direction} is better)")
+    panels[0].set_ylabel(f"{frame['metric'].iloc[0]}\n({direction} is better)")
     handles = [Line2D([], [], color="black", alpha=0.6, label="Pareto front at that length"),
                Line2D([], [], color="0.6", linestyle=":", label="full attention's KV (100%)")]  # fmt: skip
     if frame["beyond_window"].any():
         handles.append(_beyond_handle())
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    fig.legend(handles=handles, loc="outside lower center", ncols=_columns(handles, panels), fontsize="small")
     return fig
 
 
