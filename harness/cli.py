@@ -19,79 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
+from harness import cli_values as values
 from harness.core.errors import UserError
-
-
-def _options(pairs: list[str], what: str) -> dict[str, Any]:
-    """`["k=v", ...]` -> dict; values are read as YAML scalars, and `a,b` as a list."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"{what} '{pair}' must look like key=value")
-        if not value.strip():
-            raise UserError(f"{what} '{pair}' has no value (leave the option out for its default)")
-        try:
-            parsed = [yaml.safe_load(v) for v in value.split(",") if v] if "," in value else yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise UserError(f"{what} '{pair}': the value is not a YAML scalar or a,b list ({problem})") from None
-        options[key.strip()] = parsed
-    return options
-
-
-def _ints(text: str, flag: str, least: int = 1) -> list[int]:  # least: 1 or 0
-    """`"1024,4096"` -> `[1024, 4096]`; an empty item, a non-integer or a value below `least` is a one-line error."""
-    try:
-        values = [int(x) for x in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < least:
-        kind = "positive" if least > 0 else "non-negative"
-        raise UserError(f"{flag} must be comma-separated {kind} integers, got '{text}'")
-    return values
-
-
-def _steps(text: str) -> list[int]:
-    """`"600,1200"` -> `[600, 1200]`; anything else is a one-line error."""
-    try:
-        steps = [int(value) for value in text.split(",")]
-    except ValueError:
-        raise UserError(f"--keep-at must be steps separated by commas (e.g. 300,600), got '{text}'") from None
-    if min(steps) < 1:
-        raise UserError(f"--keep-at steps must be positive, got '{text}'")
-    return steps
-
-
-def _stages(text: str) -> list[dict[str, Any]]:
-    """`"4096:60,1024/2048:20"` -> stages (a set of lengths as `lengths`); anything else is a one-line error.
-
-    E.g. `[{"seq_len": 4096, "steps": 60}, {"seq_len": 2048, "steps": 20, "lengths": [1024, 2048]}]`.
-    """
-    stages = []
-    for item in text.split(","):
-        length, _, steps = item.partition(":")
-        try:
-            lengths, count = [int(value) for value in length.split("/")], int(steps)
-        except ValueError:
-            raise UserError(
-                f"--stages must look like LEN:STEPS,LEN/LEN:STEPS (e.g. 4096:60,1024/2048:20), got '{text}'"
-            ) from None
-        if min(*lengths, count) < 1:
-            raise UserError(f"--stages lengths and steps must be positive, got '{item}'")
-        stage = {"seq_len": max(lengths), "steps": count}
-        if len(set(lengths)) > 1:
-            stage["lengths"] = sorted(set(lengths))
-        stages.append(stage)
-    return stages
-
-
-def _positive(value: int, flag: str) -> int:
-    if value < 1:
-        raise UserError(f"{flag} must be a positive integer, got {value}")
-    return value
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -137,9 +66,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     data = {
         "model": args.model, "dtype": args.dtype, "device": args.device, "seed": args.seed,
         "samples": args.samples, "output": args.output, "flops": args.flops,
-        "methods": [{"name": args.method, "options": _options(args.method_opt, "--method-opt")}],
-        "tasks": [{"name": args.task, "options": _options(args.task_opt, "--task-opt"),
-                   "lengths": _ints(args.lengths, "--lengths", least=0) if args.lengths else None}],
+        "methods": [{"name": args.method, "options": values.options(args.method_opt, "--method-opt")}],
+        "tasks": [{"name": args.task, "options": values.options(args.task_opt, "--task-opt"),
+                   "lengths": values.ints(args.lengths, "--lengths", least=0) if args.lengths else None}],
     }  # fmt: skip
     spec = validate(SweepSpec, data, "lch eval")
     outcomes = run_sweep(
@@ -191,31 +120,6 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {written.html} and {written.markdown} ({len(written.figures)} figures in {out})")
 
 
-METHOD_OBJECTIVES = ("autoencode",)  # objectives a method defines in its train config (`objective`)
-
-
-def _extra_options(extra: list[str], method: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`--name value` flags beyond lch's own, routed to the method's train config, else to its config."""
-    from harness.training import trainable_class
-
-    cls = trainable_class(method)
-    train_fields = list(cls.TrainConfig.model_fields)
-    method_options, train_options = {}, {}
-    flags = iter(extra)
-    for flag in flags:
-        name = flag.removeprefix("--").replace("-", "_")
-        value = next(flags, None)
-        if not flag.startswith("--") or value is None or value.startswith("--"):
-            raise UserError(f"'{flag}' must be followed by a value (lch train --help)")
-        target = train_options if name in train_fields else method_options
-        if target is method_options and name not in cls.Config.model_fields:
-            valid = sorted({*train_fields, *cls.Config.model_fields})
-            listed = ", ".join("--" + v.replace("_", "-") for v in valid)
-            raise UserError(f"unknown option '{flag}' for {method}. Valid: {listed}")
-        target.update(_options([f"{name}={value}"], flag))
-    return method_options, train_options
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     """Train a method's trainable parts; every few steps a resumable checkpoint is written to --out."""
     from harness.core.validation import validate
@@ -225,9 +129,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError("--stages replaces --steps and --seq-len: give one or the other")
     if not args.stages and (args.steps is None or args.seq_len is None):
         raise UserError("lch train needs --steps and --seq-len, or --stages LEN:STEPS,...")
-    method_options, train_options = _extra_options(args.extra, args.method)
+    method_options, train_options = values.extra_options(args.extra, args.method)
     objective = args.objective
-    if objective in METHOD_OBJECTIVES:  # the method's own loss, chosen in its train config
+    if objective in values.METHOD_OBJECTIVES:  # the method's own loss, chosen in its train config
         if "objective" not in trainable_class(args.method).TrainConfig.model_fields:
             raise UserError(f"--objective {objective} is a method's own objective; {args.method} has none (uio has)")
         train_options["objective"], objective = objective, "lm"
@@ -236,13 +140,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         "data": args.data, "allow_test_data": args.allow_test_data, "steps": args.steps, "seq_len": args.seq_len,
         "text_field": args.text_field, "split": args.split, "prompt_field": args.prompt_field,
         "answer_field": args.answer_field, "loss": args.loss, "objective": objective,
-        "stages": _stages(args.stages) if args.stages else None,
+        "stages": values.stages(args.stages) if args.stages else None,
         "accumulation": args.accumulation, "clip": args.clip, "checkpoint_every": args.checkpoint_every,
-        "keep_at": _steps(args.keep_at) if args.keep_at else [],
+        "keep_at": values.steps(args.keep_at) if args.keep_at else [],
         "seed": args.seed, "out": args.out,
         "report_to": args.report_to, "logging_dir": args.logging_dir,
-        "method_options": method_options | _options(args.method_opt, "--method-opt"),
-        "train_options": train_options | _options(args.train_opt, "--train-opt"),
+        "method_options": method_options | values.options(args.method_opt, "--method-opt"),
+        "train_options": train_options | values.options(args.train_opt, "--train-opt"),
     }  # fmt: skip
     given = {"lr": args.lr, "weight_decay": args.weight_decay, "warmup": args.warmup, "schedule": args.schedule,
              "activation_checkpointing": args.activation_checkpointing}  # fmt: skip
@@ -268,28 +172,30 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     from harness.core.validation import validate
     from harness.fidelity import check_strategies, fidelity, table
     from harness.models import load_model
-    from harness.training import trainable_class
+    from harness.training import check_length, trainable_class
     from harness.training_data import Documents, load_texts
     from tasks.data import data_dir
 
     cls = trainable_class(args.method)
-    method_options, train_options = _extra_options(args.extra, args.method)
+    method_options, train_options = values.extra_options(args.extra, args.method)
     if train_options:
         raise UserError(f"lch gradients compares strategies itself: drop {', '.join('--' + k for k in train_options)}")
-    config = validate(cls.Config, method_options | _options(args.method_opt, "--method-opt"), f"method '{cls.name}'")
-    _check_length(cls, config, args.seq_len)
+    config = validate(
+        cls.Config, method_options | values.options(args.method_opt, "--method-opt"), f"method '{cls.name}'"
+    )
+    check_length(cls, config, args.seq_len, "--seq-len")
     every = [s for s in cls.TrainConfig.model_fields["strategy"].annotation.__args__ if s != cls.REFERENCE_STRATEGY]
     strategies = args.strategies.split(",") if args.strategies else every
-    windows = _ints(args.window, "--window")
-    _positive(args.documents, "--documents")
-    _positive(args.seeds, "--seeds")
+    windows = values.ints(args.window, "--window")
+    values.positive(args.documents, "--documents")
+    values.positive(args.seeds, "--seeds")
     check_strategies(cls, strategies)
     root = args.data or (str(data_dir() / "books") if data_dir() else None)
     if root is None:
         raise UserError("no data directory found: pass --data (a folder of .txt books)")
     texts = load_texts(root)
     model, tokenizer = load_model(args.model, args.dtype, args.device)
-    _check_length(cls, config, args.seq_len, model.config.max_position_embeddings)
+    check_length(cls, config, args.seq_len, "--seq-len", model.config.max_position_embeddings)
     torch.manual_seed(args.seed)  # the adapters' initial weights
     method = cls(model, tokenizer, config)
     documents = Documents(texts, tokenizer, args.seq_len, args.seed)
@@ -316,21 +222,6 @@ def cmd_export_tokenizer(args) -> None:
     print(directory.resolve())
 
 
-def _generator_options(extra: list[str], cls) -> dict[str, Any]:
-    """`--name value` flags after the generator's name -> its options, each name checked against its config."""
-    fields = list(cls.Config.model_fields)
-    if len(extra) % 2 or not all(flag.startswith("--") for flag in extra[::2]):
-        raise UserError(f"generator options come as --name value pairs, got '{' '.join(extra)}' (lch make-data --help)")
-    options: dict[str, Any] = {}
-    for flag, value in zip(extra[::2], extra[1::2], strict=True):
-        name = flag.removeprefix("--").replace("-", "_")
-        if name not in fields:
-            listed = ", ".join("--" + field.replace("_", "-") for field in fields)
-            raise UserError(f"unknown option '{flag}' for generator {cls.name}. Valid: {listed}")
-        options |= _options([f"{name}={value}"], flag)
-    return options
-
-
 def _tokenizer(model: str):
     """The tokenizer alone of `model`: a built-in alias (exported once), a local directory, or a hub id."""
     from transformers import AutoTokenizer
@@ -350,18 +241,11 @@ def cmd_make_data(args: argparse.Namespace) -> None:
     from tasks.generated import GENERATORS, write_jsonl
 
     cls = GENERATORS.get(args.name)
-    config = validate(cls.Config, _generator_options(args.extra, cls), f"generator '{cls.name}'")
-    _positive(args.n, "--n")
+    config = validate(cls.Config, values.generator_options(args.extra, cls), f"generator '{cls.name}'")
+    values.positive(args.n, "--n")
     generator = cls(config, _tokenizer(args.model) if cls.needs_tokenizer else None)
     count = write_jsonl(generator.records(args.n, args.seed), args.out)
     print(f"{count} {cls.name} records written to {args.out}")
-
-
-def _check_length(cls, config, seq_len: int, window: int | None = None) -> None:
-    try:
-        cls.check_document_length(config, seq_len, window)
-    except UserError as error:
-        raise UserError(f"--seq-len {seq_len}: {error}") from None
 
 
 def _command() -> str:
@@ -465,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
         "context before their segment (LongPPL's key tokens; methods with segments)",
     )  # fmt: skip
     tr.add_argument(
-        "--objective", choices=("lm", "distill", *METHOD_OBJECTIVES), default="lm",
+        "--objective", choices=("lm", "distill", *values.METHOD_OBJECTIVES), default="lm",
         help="lm: next-token NLL (default); distill: KL to the base model reading the whole document with full "
         "attention (the teacher, inside its trained window), per counted prediction; autoencode (uio): each "
         "segment decoded back from its own memory (the paper's auto-encoding)",

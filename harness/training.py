@@ -322,13 +322,19 @@ def build_trainable(spec: TrainSpec, config, train_config, loaded=None, device: 
 
 
 def check_lengths(cls, config, spec: TrainSpec, window: int | None = None) -> None:
-    """Each stage's documents fit the method (`check_document_length`); an error names the flag that set the length."""
+    """Each stage's documents fit the method; an error names the flag that set the length."""
     for stage in spec.plan:
-        try:
-            cls.check_document_length(config, stage.seq_len, window)
-        except UserError as error:
-            flag = f"--stages {stage.seq_len}:{stage.steps}" if spec.stages else f"--seq-len {stage.seq_len}"
-            raise UserError(f"{flag}: {error}") from None
+        flag = f"--stages {stage.seq_len}:{stage.steps}" if spec.stages else "--seq-len"
+        check_length(cls, config, stage.seq_len, flag, window)
+
+
+def check_length(cls, config, seq_len: int, flag: str, window: int | None = None) -> None:
+    """`cls.check_document_length`, its error prefixed by `flag` (`--seq-len 70: documents of 70 tokens ...`)."""
+    try:
+        cls.check_document_length(config, seq_len, window)
+    except UserError as error:
+        where = f"{flag} {seq_len}" if flag == "--seq-len" else flag
+        raise UserError(f"{where}: {error}") from None
 
 
 def trainable_class(name: str):

@@ -17,7 +17,7 @@ import torch
 from pydantic import field_validator
 
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
-from tasks.tokens import bos_prefix, chat_frame, eos_stop, ids
+from tasks.tokens import bos_prefix, chat_frame, eos_stop, ids, wants_chat_template
 
 TASK_LINE = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -95,9 +95,7 @@ class Passkey(Task):
 
     def _frame(self) -> tuple[list[int], list[int]]:
         """Token ids before the task line and after the question (chat template or plain)."""
-        policy = self.config.chat_template
-        use_chat = policy == "on" or (policy == "auto" and getattr(self.tokenizer, "chat_template", None))
-        if not use_chat:
+        if not wants_chat_template(self.tokenizer, self.config.chat_template):
             return bos_prefix(self.tokenizer), self._ids(" " + ANSWER_PREFIX)
         before, after = chat_frame(self.tokenizer)
         return self._ids(before), self._ids(after + ANSWER_PREFIX)

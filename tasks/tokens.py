@@ -16,6 +16,11 @@ def bos_prefix(tokenizer) -> list[int]:
     return [bos] if bos is not None and tokenizer("a").input_ids[:1] == [bos] else []
 
 
+def wants_chat_template(tokenizer, policy: str) -> bool:
+    """A task's `chat_template` option: `on` always, `auto` when the tokenizer has a template, `off` never."""
+    return policy == "on" or (policy == "auto" and bool(getattr(tokenizer, "chat_template", None)))
+
+
 def chat_frame(tokenizer) -> tuple[str, str]:
     """Text of the chat template before and after a single user message, generation prompt included."""
     rendered = tokenizer.apply_chat_template(

@@ -26,7 +26,7 @@ from harness.core.errors import UserError
 from tasks.babilong import build, metrics
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.haystack import Haystack
-from tasks.tokens import bos_prefix, chat_frame, eos_stop, ids
+from tasks.tokens import bos_prefix, chat_frame, eos_stop, ids, wants_chat_template
 
 MARK = "\x00CONTEXT\x00"  # a placeholder no prompt holds, split on to find the text around the context
 
@@ -92,8 +92,7 @@ class Babilong(Task):
 
     def frame(self) -> tuple[list[int], list[int]]:
         """Ids before and after the prompt text: a BOS, or the chat template's opening and generation prompt."""
-        policy = self.config.chat_template
-        if policy == "on" or (policy == "auto" and getattr(self.tokenizer, "chat_template", None)):
+        if wants_chat_template(self.tokenizer, self.config.chat_template):
             before, after = chat_frame(self.tokenizer)
             return ids(self.tokenizer, before), ids(self.tokenizer, after)
         return bos_prefix(self.tokenizer), []
