@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -80,6 +81,25 @@ class LongContextModel(ABC):
     def state_bytes(self) -> int:
         """Bytes of KV cache / memory held right now for the current document."""
 
+    # The attributes `reset` sets: the document's whole state, what `save_state` copies. Empty: the method
+    # cannot copy its state, and shared-context questions run it the old way (the whole prompt each time).
+    document_state: ClassVar[tuple[str, ...]] = ()
+
+    def save_state(self) -> dict[str, Any] | None:
+        """A copy of the document's state now, for `load_state`; None when the method cannot copy its state.
+
+        Only the state is copied: weights, the backbone and the config stay shared, so a copy costs what
+        `state_bytes` says (plus spare buffer capacity).
+        """
+        if not self.document_state:
+            return None
+        return _copied({name: getattr(self, name) for name in self.document_state}, self)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Go back to a state `save_state` returned; the saved copy stays untouched, to be loaded again."""
+        for name, value in _copied(state, self).items():
+            setattr(self, name, value)
+
     def host_state_bytes(self) -> int:
         """Bytes of the document's state kept in host memory off the compute device (InfLLM's offloaded blocks)."""
         return 0
@@ -119,6 +139,20 @@ class LongContextModel(ABC):
         The default is full attention's answer; methods that bound or rescale positions override it.
         """
         return length > self.model.config.max_position_embeddings
+
+
+def _copied(state: dict[str, Any], method: LongContextModel) -> dict[str, Any]:
+    """A deep copy of `state` that shares, not copies, everything the method holds outside it (weights, backbone)."""
+    import torch
+
+    shared: dict[int, Any] = {}
+    for name, value in vars(method).items():
+        if name in method.document_state:
+            continue
+        shared[id(value)] = value
+        if isinstance(value, torch.nn.Module):
+            shared.update((id(module), module) for module in value.modules())
+    return copy.deepcopy(state, shared)
 
 
 def greedy_decode(

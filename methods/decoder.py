@@ -24,6 +24,8 @@ class DecoderMethod(LongContextModel):
     modules for parts of the model (`parts`, `methods.parts.Parts`: LongLoRA's trained decoder).
     """
 
+    document_state = ("attention", "position", "next_logits")
+
     def __init__(self, model, tokenizer, config, rope_scaling: dict | None = None, parts: Parts | None = None):
         super().__init__(model, tokenizer, config)
         self.backbone = Backbone(model, rope_scaling, parts)

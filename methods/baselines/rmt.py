@@ -188,6 +188,7 @@ class RMT(LongContextModel):
     TRAINING_DEFAULTS: ClassVar[dict] = {
         "lr": 1e-4, "weight_decay": 1e-3, "warmup": 0.1, "schedule": "linear", "betas": (0.9, 0.999),
     }  # fmt: skip
+    document_state = ("memory_state", "attention", "position", "next_logits")
 
     def __init__(self, model, tokenizer, config: RMTConfig):
         super().__init__(model, tokenizer, config)

@@ -35,6 +35,7 @@ class UIO(LongContextModel):
     # `lch gradients` names for train options beyond the strategy: the official train.py's gradient
     STRATEGY_VARIANTS = {"unbiased-official": {"strategy": "unbiased", "compensation": False}}
     TRAINING_DEFAULTS: ClassVar[dict] = {}  # the training loop's defaults are UIO's official ones
+    document_state = ("attention", "open", "compressed", "next_logits")
 
     def __init__(self, model, tokenizer, config: UIOConfig):
         super().__init__(model, tokenizer, config)

@@ -203,3 +203,42 @@ def test_full_auto_rope_factor_fits_each_document(tiny_llama):
     assert not auto.beyond_trained_window(10 * trained)
     with pytest.raises(ValueError, match="rope_factor=auto needs"):
         METHODS.get("full").Config(rope_factor="auto")
+
+
+# Configs whose state a 150-token context fills past its local parts: retrieved blocks, carried memories.
+STATEFUL = [
+    ("infllm", {"block_size": 16, "n_init": 8, "n_local": 64, "topk": 2, "repr_topk": 2, "max_cached_block": 4,
+                "exc_block_size": 32}),
+    ("rmt", {"segment": 32, "memory_tokens": 2}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "options"), CONFIGS + STATEFUL)
+def test_a_saved_state_answers_each_question_as_a_fresh_prefill_would(name, options, tiny_llama_gqa):
+    """Shared context: questions asked from copies of one prefilled context equal context + question from scratch."""
+    method = build(name, tiny_llama_gqa, **options)
+    context, questions = ids_of(150, seed=3), [ids_of(7, seed=4), ids_of(9, seed=6)]
+    fresh = []
+    for question in questions:
+        method.reset()
+        method.prefill(context)
+        method.prefill(question)
+        fresh.append((method.next_logits.clone(), method.decode(3, stop_ids=[])))
+    method.reset()
+    method.prefill(context)
+    saved = method.save_state()
+    assert saved is not None, f"{name} cannot copy its state"
+    for question, (logits, tokens) in [*zip(questions, fresh, strict=True), (questions[0], fresh[0])]:
+        method.load_state(saved)
+        method.prefill(question)  # decoding after the first question must not change the saved copy
+        torch.testing.assert_close(method.next_logits, logits)
+        assert method.decode(3, stop_ids=[]) == tokens
+
+
+def test_a_saved_state_shares_the_weights(tiny_llama_gqa):
+    method = build("uio", tiny_llama_gqa, segment=8, memory_tokens=2, lora_rank=2, lora_alpha=8)
+    backbone = method.backbone
+    method.prefill(ids_of(30))
+    method.load_state(method.save_state())
+    assert method.backbone is backbone and method.attention.backbone is backbone
+    assert method.attention is not None and method.save_state()["attention"] is not method.attention
