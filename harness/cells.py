@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from harness.metering import Metered, cpu_contention, flop_count, peak_memory
+from harness.shared_context import SharedContext
 from harness.store import Store
 from harness.sweep import Cell
 from methods.base import METHODS, InputTooLong
@@ -116,14 +117,15 @@ def run_cell(
         todo = [(i, instance) for i, instance in enumerate(instances) if i not in stored]
         if todo:
             _warm_up(method, todo[0][1])
+        shared = SharedContext(method, instances)
         for index, instance in todo:
             # Over-length inputs raise InputTooLong inside the method: tasks such as LongBench truncate
             # to the method's budget first, so the raw instance length is no verdict.
             method.reset()
             metered = Metered(method, device)
             with flop_count(flops, metered.costs), peak_memory(device, metered.costs), cpu_contention(metered.costs):
-                score = task.evaluate(metered, instance)
-            row = _sample_row(instance, score, metered, method)
+                score = task.evaluate(shared.ask(metered, instance), instance)
+            row = _sample_row(instance, score, metered, method, shared.details(instance, metered))
             sink.add_sample(cell.cell_id, index, row)
             scores[index] = _read_back(row)
             method.reset()  # free the document's cache before the next sample's baseline is taken
@@ -171,7 +173,7 @@ def cell_fields(cell: Cell) -> dict:
     }  # fmt: skip
 
 
-def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
+def _sample_row(instance, score: Score, metered: Metered, method, shared: dict | None) -> dict:
     costs = metered.costs
     return {
         "instance_id": instance.id, "prediction": score.prediction, "target": instance.target,
@@ -185,6 +187,7 @@ def _sample_row(instance, score: Score, metered: Metered, method) -> dict:
             "variant": method.variant,
             "others_cpu_share": costs.others_cpu,
             "host_state_bytes": method.host_state_bytes(),
+            **({"shared_context": shared} if shared else {}),
         },
         "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),
         "prefill_s": costs.prefill_s, "decode_s": costs.decode_s, "decode_tokens": score.decode_tokens,

@@ -35,6 +35,7 @@ class Costs:
     """Costs of one sample."""
 
     prefill_s: float | None = None  # None: the sample read no prompt (autoencode decodes from memory alone)
+    context_prefill_s: float | None = None  # a shared context's prefill (`harness.shared_context`), apart
     decode_s: float = 0.0
     peak_mem_bytes: int = 0
     flops: float | None = None
@@ -52,10 +53,11 @@ class Metered:
     def __getattr__(self, name):
         attribute = getattr(self._model, name)
         if name == "reconstruct":  # a memory method's optional capability: generation from memory, timed as decode
-            return functools.partial(self._timed, "decode_s", attribute)
+            return functools.partial(self.timed, "decode_s", attribute)
         return attribute
 
-    def _timed(self, bucket: str, fn, *args, **kwargs):
+    def timed(self, bucket: str, fn, *args, **kwargs):
+        """Call `fn`, adding its wall time to the `Costs` field `bucket`."""
         synchronize(self._device)
         start = time.perf_counter()
         result = fn(*args, **kwargs)
@@ -65,15 +67,15 @@ class Metered:
 
     def prefill(self, *args, **kwargs):
         """Timed as prefill."""
-        return self._timed("prefill_s", self._model.prefill, *args, **kwargs)
+        return self.timed("prefill_s", self._model.prefill, *args, **kwargs)
 
     def score(self, *args, **kwargs):
         """Timed as prefill (scoring a document is one long prefill)."""
-        return self._timed("prefill_s", self._model.score, *args, **kwargs)
+        return self.timed("prefill_s", self._model.score, *args, **kwargs)
 
     def decode(self, *args, **kwargs):
         """Timed as decode."""
-        return self._timed("decode_s", self._model.decode, *args, **kwargs)
+        return self.timed("decode_s", self._model.decode, *args, **kwargs)
 
 
 @dataclass

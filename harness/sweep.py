@@ -110,18 +110,14 @@ class Cell:
         (a field in the config's `checkpoint_fields`) appears as `{"path": ..., "sha256": ..., "budget": ...}`,
         the budget being what it was trained on (reports compare methods' budgets).
         """
-        method_config = self.method_config.model_dump(mode="json")
-        config_cls = type(self.method_config)
-        for name in getattr(config_cls, "later_options", ()):
-            if method_config.get(name) == config_cls.model_fields[name].default:
-                del method_config[name]
+        method_config = _identity_of(self.method_config)
         for name, checkpoint in self.checkpoints.items():
             method_config[name] = {"path": method_config[name], **checkpoint}
         return {
             "model": self.model, "dtype": self.dtype, "device": self.device,
             "method": self.method, "method_config": method_config,
             "task": self.task, "task_version": self.task_version,
-            "task_config": self.task_config.model_dump(mode="json"),
+            "task_config": _identity_of(self.task_config),
             "length": self.length, "seed": self.seed,
         }  # fmt: skip
 
@@ -140,6 +136,19 @@ class Cell:
 
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".json")
+
+
+def _identity_of(config) -> dict[str, Any]:
+    """A method or task config as a cell's identity holds it: options added later are left out at their default.
+
+    Their default computes what the code did before the option existed, so stores written then resume.
+    """
+    values = config.model_dump(mode="json")
+    fields = type(config).model_fields
+    for name in getattr(type(config), "later_options", ()):
+        if values.get(name) == fields[name].default:
+            del values[name]
+    return values
 
 
 def checkpoint_sha256(directory: str) -> str:

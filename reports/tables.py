@@ -23,6 +23,7 @@ from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
 from reports.memory_gain import token_gain, unpaired
+from reports.shared_context import shared_context
 from reports.tasks import babilong, effective_lengths, longbench, passkey_depth, perplexity, position_nll, ruler
 
 # A sample is timed under load when other processes used more than this share of the machine's CPU meanwhile.
@@ -316,6 +317,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
             "cost": cost_samples(samples),
         }
     )
+    tables["shared_context"] = shared_context(samples)
     tables["ruler"] = ruler(tables["summary"])
     tables["ruler_effective"] = effective_lengths(tables["ruler"]) if not tables["ruler"].empty else pd.DataFrame()
     tables["scaling"] = scaling(tables["cost"])

@@ -24,6 +24,9 @@ class TaskConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Options added after stores were written, whose default asks for what the task did before: at their
+    # default they stay out of a cell's identity, so those stores resume (as `MethodConfig.later_options`).
+    later_options: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Instance:
     target: str
     max_new_tokens: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The first `context_tokens` ids are a context that questions share (`query_position: after`): the runner
+    # prefills it once, copies the method's state, and feeds each question from a copy. 0: one prompt.
+    context_tokens: int = 0
 
 
 @dataclass

@@ -17,7 +17,7 @@ seed (official: one sampler seeded 42 for a whole split), so samples do not depe
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -39,7 +39,10 @@ class BabilongConfig(TaskConfig):
     `prompt`: `instructed` (the task's instruction, examples and post-prompt) or `plain` (context and
     question only), BABILong's two configurations. `chat_template`: `off` (default; how the published
     SmolLM2 rows were run), `on`, or `auto` (when the tokenizer has one). `data_dir`: holds `babilong/`
-    and `books/` (default: LCH_DATA_DIR or ../shared/data).
+    and `books/` (default: LCH_DATA_DIR or ../shared/data). `query_position`: `inside` (default) gives the
+    method the whole prompt; `after` prefills the instruction and context first and feeds the question from
+    a copy of the state after them (`harness.shared_context`; each bAbI question has its own context, so
+    nothing is shared: the split alone, as kvpress makes it).
     """
 
     tasks: list[build.BabilongTask] = Field(default_factory=lambda: list(build.TASKS), min_length=1)
@@ -48,6 +51,8 @@ class BabilongConfig(TaskConfig):
     chat_template: Literal["auto", "on", "off"] = "off"
     max_new_tokens: int = Field(20, ge=1)
     data_dir: str | None = None
+    query_position: Literal["inside", "after"] = "inside"
+    later_options: ClassVar[tuple[str, ...]] = ("query_position",)
 
     @field_validator("tasks")
     @classmethod
@@ -79,9 +84,12 @@ class Babilong(Task):
 
     @classmethod
     def report_name(cls, config) -> str:
-        """`babilong`, or `babilong:qa1,qa3` when some tasks are left out."""
+        """`babilong`, `babilong:qa1,qa3` when some tasks are left out, `babilong:after` (or `:qa1,after`)."""
         tasks = config.get("tasks") or list(build.TASKS)
-        return cls.name if list(tasks) == list(build.TASKS) else f"{cls.name}:{','.join(tasks)}"
+        parts = ([",".join(tasks)] if list(tasks) != list(build.TASKS) else []) + (
+            ["after"] if config.get("query_position") == "after" else []
+        )
+        return f"{cls.name}:{','.join(parts)}" if parts else cls.name
 
     @property
     def haystack(self) -> Haystack:
@@ -127,9 +135,10 @@ class Babilong(Task):
                 )
             rng = random.Random(f"babilong-{task}-{seed}-{row}")
             context, book = self.haystack.context(rng, list(sample.facts), budget)
+        context_ids = before + ids(self.tokenizer, context)
         return Instance(
             id=f"babilong-{task}-{length}-{seed}-{row}",
-            input_ids=before + ids(self.tokenizer, context) + after,
+            input_ids=context_ids + after,
             target=sample.answer,
             max_new_tokens=self.config.max_new_tokens,
             metadata={
@@ -139,6 +148,7 @@ class Babilong(Task):
                 "book": book,
                 "chars": len(head) + len(context) + len(tail),
             },  # fmt: skip
+            context_tokens=len(context_ids) if self.config.query_position == "after" else 0,
         )
 
     def evaluate(self, model, instance: Instance) -> Score:

@@ -186,3 +186,17 @@ def test_lch_eval_runs_length_zero_and_fails_too_short_a_length_with_its_reason(
     with sqlite3.connect(store) as db:
         status, error = db.execute("SELECT status, error FROM cells WHERE length = 64").fetchone()
     assert status == "failed" and "babilong: length 64 is shorter than the qa1 prompt without its context" in error
+
+
+def test_query_after_splits_each_prompt_where_its_question_begins(data):
+    inside = task(data).instances(1200, 3, seed=0)
+    after = task(data, query_position="after").instances(1200, 3, seed=0)
+    assert [i.input_ids for i in after] == [i.input_ids for i in inside] and all(i.context_tokens == 0 for i in inside)
+    tokenizer = byte_tokenizer()
+    for instance in after:
+        context = tokenizer.decode(instance.input_ids[: instance.context_tokens])
+        question = tokenizer.decode(instance.input_ids[instance.context_tokens :])
+        asked = instance.metadata["question"].strip()
+        assert question.endswith(asked) and asked not in context and question.startswith("\n</context>")
+    assert Babilong.report_name({"query_position": "after"}) == "babilong:after"
+    assert Babilong.report_name({"tasks": ["qa1"], "query_position": "after"}) == "babilong:qa1,after"
