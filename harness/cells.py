@@ -192,6 +192,7 @@ def _sample_row(instance, score: Score, metered: Metered, method, shared: dict |
         "input_tokens": len(instance.input_ids), "chars": instance.metadata.get("chars"),
         "prefill_s": costs.prefill_s, "decode_s": costs.decode_s, "decode_tokens": score.decode_tokens,
         "peak_mem_bytes": costs.peak_mem_bytes, "flops": costs.flops,
+        "prefill_flops": costs.prefill_flops, "decode_flops": costs.decode_flops,
         # the state a prompt left; a sample that read none (autoencode) has none to measure
         "state_bytes": method.state_bytes() if costs.prefill_s is not None else None,
     }  # fmt: skip

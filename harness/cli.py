@@ -49,6 +49,23 @@ def cmd_list(args: argparse.Namespace) -> None:
     from harness.lm_eval import TASKS_DIR
 
     print(f"lm-eval: --model lch; lch's tasks as lm-eval YAML: --include_path {TASKS_DIR}")
+    if args.hardware:
+        _print_peaks()
+
+
+def _print_peaks() -> None:
+    """The dense-matmul peak of each device and dtype a run could use here, as runs measure and store it."""
+    import torch
+
+    from harness.hardware import matmul_peak
+
+    print("hardware (dense matmul peak, the 100 % of reports' roofline tables):")
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    for device in devices:
+        for dtype in (torch.float32, torch.bfloat16):
+            peak = matmul_peak(device, dtype)
+            print(f"  {device:<8} {peak['dtype']:<9} {peak['gflops']:>9,.1f} GFLOP/s "
+                  f"({peak['threads']} threads, {peak['size']}^3)")  # fmt: skip
 
 
 def _report_outcomes(outcomes, output: str) -> None:
@@ -271,7 +288,9 @@ def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="lch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="registered methods, tasks and built-in models").set_defaults(fn=cmd_list)
+    listing = sub.add_parser("list", help="registered methods, tasks and built-in models")
+    listing.add_argument("--hardware", action="store_true", help="also measure this machine's matmul peak (a second)")
+    listing.set_defaults(fn=cmd_list)
 
     def run_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--retry-failed", action="store_true", help="rerun cells stored as failed/oom/over_length")

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
+from methods import flops
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work so a clock reading covers it."""
@@ -36,6 +38,10 @@ class Costs:
 
     prefill_s: float | None = None  # None: the sample read no prompt (autoencode decodes from memory alone)
     context_prefill_s: float | None = None  # a shared context's prefill (`harness.shared_context`), apart
+    # Model FLOPs (`methods.flops`: linear layers + the attention pairs seen), counted from shapes, always
+    prefill_flops: float | None = None
+    decode_flops: float | None = None
+    context_prefill_flops: float | None = None
     decode_s: float = 0.0
     peak_mem_bytes: int = 0
     flops: float | None = None
@@ -57,12 +63,16 @@ class Metered:
         return attribute
 
     def timed(self, bucket: str, fn, *args, **kwargs):
-        """Call `fn`, adding its wall time to the `Costs` field `bucket`."""
+        """Call `fn`, adding its wall time to the `Costs` field `bucket` (`*_s`) and its model FLOPs to `*_flops`."""
+        ledger = flops.Ledger()
         synchronize(self._device)
         start = time.perf_counter()
-        result = fn(*args, **kwargs)
+        with flops.counting(ledger):
+            result = fn(*args, **kwargs)
         synchronize(self._device)
         setattr(self.costs, bucket, (getattr(self.costs, bucket) or 0.0) + time.perf_counter() - start)
+        counted = bucket.removesuffix("_s") + "_flops"
+        setattr(self.costs, counted, (getattr(self.costs, counted) or 0.0) + ledger.model_flops)
         return result
 
     def prefill(self, *args, **kwargs):
@@ -157,13 +167,27 @@ def _malloc_trim():
 
 @contextlib.contextmanager
 def flop_count(enabled: bool, costs: Costs):
-    """Count FLOPs of the block into `costs.flops` (deterministic, machine-independent) when enabled."""
+    """Count FLOPs of the block into `costs.flops` (deterministic, machine-independent) when enabled.
+
+    Every pair of attention is counted, masked or not (as `torch.utils.flop_counter` counts its kernels).
+    """
     if not enabled:
         yield
         return
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
     with counter:
         yield
     costs.flops = float(counter.get_total_flops())
+
+
+def _cpu_attention_formulas() -> dict:
+    """Formulas `FlopCounterMode` lacks: SDPA's CPU kernel counts 0 FLOPs in torch's own table (torch <= 2.13)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    kernel = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {kernel: cpu_sdpa} if kernel is not None else {}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.cells import Outcome, Recorder, progress_bar, run_cell, stored_scores
+from harness.hardware import matmul_peak
 from harness.models import load_model
 from harness.provenance import provenance
 from harness.store import FAILED, Store
@@ -83,7 +84,9 @@ def _run_cells(
     built = {label: METHODS.get(cell.method)(*loaded, cell.method_config) for label, cell in
              {cell.label: cell for cell in todo}.items()} if check_methods else {}  # fmt: skip
     run_id = uuid.uuid4().hex[:12]
-    store.start_run(run_id, command or " ".join(sys.argv), provenance(spec.device), spec.model_dump(mode="json"))
+    weights = loaded[0].lm_head.weight
+    details = provenance(spec.device) | {"matmul_peak": matmul_peak(weights.device, weights.dtype)}
+    store.start_run(run_id, command or " ".join(sys.argv), details, spec.model_dump(mode="json"))
     outcomes = []
     try:
         with progress_bar(todo, progress) as bar:

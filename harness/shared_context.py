@@ -6,9 +6,9 @@ all of them. A task marks the context with `Instance.context_tokens` (passkey's 
 `query_position: after`); consecutive instances with the same context ids share it. A method whose
 `save_state` returns None cannot copy its state: its samples run the whole prompt each, as before, and say so.
 
-Costs per question: `prefill_s` is the question's own prefill (with the state copy it starts from) plus
-the context's prefill divided by the questions that share it; both parts are kept in the sample's
-metadata (`shared_context`), so a report can give the cost either way.
+Costs per question: `prefill_s` (and `prefill_flops`) is the question's own prefill (with the state copy
+it starts from) plus the context's prefill divided by the questions that share it; both parts are kept in
+the sample's metadata (`shared_context`), so a report can give the cost either way.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class SharedContext:
         self.questions = Counter(_context(instance) for instance in instances if instance.context_tokens)
         self.context: tuple[int, ...] | None = None
         self.saved = None
-        self.context_s = 0.0
+        self.context_s = self.context_flops = 0.0
 
     def ask(self, metered: Metered, instance: Instance):
         """The model `instance`'s task should run: `metered` itself, or it with the context already prefilled."""
@@ -42,7 +42,7 @@ class SharedContext:
         if context != self.context:
             self.context, self.saved = None, None  # free the previous context's copy before the new prefill
             metered.timed("context_prefill_s", self.method.prefill, torch.tensor(context))
-            self.context_s = metered.costs.context_prefill_s
+            self.context_s, self.context_flops = metered.costs.context_prefill_s, metered.costs.context_prefill_flops
             self.saved, self.context = self.method.save_state(), context
         else:
             metered.timed("prefill_s", self.method.load_state, self.saved)
@@ -54,10 +54,14 @@ class SharedContext:
             return None
         if not self.copies:
             return {"copied": False}
-        questions = self.questions[_context(instance)]
-        own = metered.costs.prefill_s or 0.0
-        metered.costs.prefill_s = own + self.context_s / questions
-        return {"copied": True, "questions": questions, "context_prefill_s": self.context_s, "question_prefill_s": own}
+        questions, costs = self.questions[_context(instance)], metered.costs
+        own, own_flops = costs.prefill_s or 0.0, costs.prefill_flops or 0.0
+        costs.prefill_s = own + self.context_s / questions
+        costs.prefill_flops = own_flops + self.context_flops / questions
+        return {
+            "copied": True, "questions": questions, "context_prefill_s": self.context_s, "question_prefill_s": own,
+            "context_prefill_flops": self.context_flops, "question_prefill_flops": own_flops,
+        }  # fmt: skip
 
 
 def _context(instance: Instance) -> tuple[int, ...]:

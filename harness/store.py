@@ -1,12 +1,16 @@
 """SQLite results store: one file with runs, cells and samples, written as each sample finishes.
 
 Schema (query it with pandas or the sqlite3 shell):
-  runs(run_id, started, finished, command, git_commit, packages, device, config, host_load)
+  runs(run_id, started, finished, command, git_commit, packages, device, config, host_load, matmul_peak)
   cells(cell_id, run_id, label, model, dtype, device, method, method_config, task, task_version,
         task_config, headline, length, seed, status, error, aggregate, samples, updated)
   samples(cell_id, idx, instance_id, prediction, target, score, metrics, metadata, input_tokens,
-          chars, prefill_s, decode_s, decode_tokens, peak_mem_bytes, state_bytes, flops, created)
-JSON columns hold configs, metrics and metadata. `status` is one of `STATUSES`.
+          chars, prefill_s, decode_s, decode_tokens, peak_mem_bytes, state_bytes, flops, created,
+          prefill_flops, decode_flops)
+JSON columns hold configs, metrics and metadata. `status` is one of `STATUSES`. `flops` is
+`torch.utils.flop_counter`'s count (`flops: true`); `prefill_flops` and `decode_flops`, always written, are
+the model FLOPs lch's kernels report (`methods.flops`). Columns added after a store was written are added
+to it when a run starts in it (`LATER_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ FAILED = ("failed", "oom", "over_length")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, command TEXT,
-    git_commit TEXT, packages TEXT, device TEXT, config TEXT, host_load TEXT
+    git_commit TEXT, packages TEXT, device TEXT, config TEXT, host_load TEXT, matmul_peak TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     cell_id TEXT PRIMARY KEY, run_id TEXT, label TEXT, model TEXT, dtype TEXT, device TEXT,
@@ -37,7 +41,7 @@ CREATE TABLE IF NOT EXISTS samples (
     cell_id TEXT NOT NULL, idx INTEGER NOT NULL, instance_id TEXT, prediction TEXT, target TEXT,
     score REAL, metrics TEXT, metadata TEXT, input_tokens INTEGER, chars INTEGER,
     prefill_s REAL, decode_s REAL, decode_tokens INTEGER, peak_mem_bytes INTEGER, state_bytes INTEGER,
-    flops REAL, created TEXT,
+    flops REAL, created TEXT, prefill_flops REAL, decode_flops REAL,
     PRIMARY KEY (cell_id, idx)
 );
 """
@@ -46,8 +50,12 @@ TABLES = ("runs", "cells", "samples")
 
 SAMPLE_COLUMNS = (
     "instance_id", "prediction", "target", "score", "metrics", "metadata", "input_tokens", "chars",
-    "prefill_s", "decode_s", "decode_tokens", "peak_mem_bytes", "state_bytes", "flops",
+    "prefill_s", "decode_s", "decode_tokens", "peak_mem_bytes", "state_bytes", "flops", "prefill_flops", "decode_flops",
 )  # fmt: skip
+LATER_COLUMNS = {
+    "runs": {"host_load": "TEXT", "matmul_peak": "TEXT"},
+    "samples": {"prefill_flops": "REAL", "decode_flops": "REAL"},
+}
 
 
 def now() -> str:
@@ -107,6 +115,14 @@ class Store:
         except (OSError, sqlite3.Error) as error:
             raise UserError(f"cannot write results store '{self.path}': {error}") from None
 
+    def _add_later_columns(self) -> None:
+        """Give a store written before them the columns added since (their values stay NULL for old rows)."""
+        for table, columns in LATER_COLUMNS.items():
+            present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
     def close(self) -> None:
         """Close the connection, back in rollback-journal mode when no one else has the store open.
 
@@ -131,14 +147,13 @@ class Store:
     def start_run(self, run_id: str, command: str, provenance: dict[str, Any], config: dict[str, Any]) -> None:
         """Record a run with its provenance and full resolved config; from here on the store is in WAL mode."""
         self.db.execute("PRAGMA journal_mode=WAL")  # a report may read while the run writes
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
-        if "host_load" not in columns:  # a store written before runs recorded the host's load
-            self.db.execute("ALTER TABLE runs ADD COLUMN host_load TEXT")
+        self._add_later_columns()
         self.db.execute(
-            "INSERT INTO runs (run_id, started, finished, command, git_commit, packages, device, config, host_load) "
-            "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, started, finished, command, git_commit, packages, device, config, host_load, "
+            "matmul_peak) VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, now(), command, provenance["git_commit"], json.dumps(provenance["packages"]),
-             provenance["device"], json.dumps(config), provenance.get("load")),
+             provenance["device"], json.dumps(config), provenance.get("load"),
+             json.dumps(provenance["matmul_peak"]) if provenance.get("matmul_peak") else None),
         )  # fmt: skip
 
     def finish_run(self, run_id: str) -> None:

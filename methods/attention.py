@@ -7,6 +7,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from methods import flops
+
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Apply RoPE in float32 or wider and cast back (bf16 trig loses positions past a few thousand).
@@ -42,12 +44,14 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 _NATIVE_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seen_dim: int | None = None, **kwargs) -> torch.Tensor:
     """`F.scaled_dot_product_attention` with GQA: `[B, H, T, d]` queries over `[B, Hkv, S, d]` keys/values.
 
     Materialising the repeated K/V costs a copy of the whole cache per layer and per decoded token,
     which made decoding 4.5x slower than transformers at 16K; SDPA's `enable_gqa` avoids it.
+    `seen_dim`: the model's head size, for the FLOP count, when the caller pads heads (`methods.flops`).
     """
+    flops.sdpa_call(q, k, kwargs.get("attn_mask"), kwargs.get("is_causal", False), seen_dim)
     if q.shape[1] == k.shape[1]:
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
     if not _NATIVE_GQA:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from harness.core.errors import UserError
+from methods import flops
 from methods.parts import PROJECTIONS, Parts
 
 SUPPORTED = ("llama", "mistral", "qwen2")
@@ -94,6 +95,7 @@ class Backbone(nn.Module):
         self._rope_key: tuple = (None, None)
         own = parts.layers if parts is not None else [None] * len(inner.layers)
         self._layers = [Layer(layer, mine) for layer, mine in zip(inner.layers, own, strict=True)]
+        self._layer_weights = [flops.layer_weights(layer) for layer in self._layers]
         self.embed_tokens = _pick(parts, inner, "embed_tokens")
         self.norm = _pick(parts, inner, "norm")
 
@@ -149,6 +151,7 @@ class Backbone(nn.Module):
 
     def _layer(self, index: int, layer: Layer, hidden, positions, attention: Attention) -> torch.Tensor:
         batch, length, _ = hidden.shape
+        flops.linear(batch * length, self._layer_weights[index])
         attn = layer.self_attn
         x = rms_norm(layer.input_layernorm, hidden)
         q = attn.q_proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
@@ -160,6 +163,7 @@ class Backbone(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""
+        flops.through(hidden, self.model.lm_head)
         return self.model.lm_head(hidden).float()
 
     def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor, greedy: bool = False):

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 
+from methods import flops
 from methods.attention import rotate
 from methods.base import MethodConfig, register_method
 from methods.baselines.infllm_blocks import BlockStore, representative_key
@@ -173,12 +174,17 @@ def two_stage_attention(near, far, far_masked_from: int, queries: int):
         summed over the queries.
     """
     logits = []
+    heads = near[0].shape[1] * near[0].shape[2] // queries  # query heads: rows hold rep x T of them per KV head
     for rows, keys, _, hidden in (near, far):
         stage = rows @ keys.transpose(-1, -2)
         offset = far_masked_from if logits else 0
+        hidden_pairs = 0.0
         for first, mask in hidden:
             run = stage[..., offset + first : offset + first + mask.shape[1]]
             run.unflatten(2, (-1, queries)).masked_fill_(mask, float("-inf"))
+            hidden_pairs += flops.masked_out(mask, run.numel())
+        computed = queries * keys.shape[-2]
+        flops.pairs(heads, rows.shape[-1], computed - hidden_pairs / heads, computed)
         logits.append(stage)
     peak = torch.stack([stage.amax(-1) for stage in logits if stage.shape[-1]]).amax(0)[..., None]
     for stage in logits:
@@ -187,6 +193,7 @@ def two_stage_attention(near, far, far_masked_from: int, queries: int):
     out = (logits[0] @ near[2] + logits[1] @ far[2]) / total
     weights = total.reciprocal().unflatten(2, (-1, queries)).transpose(-1, -2)  # [1, Hkv, rep, 1, T]
     received = (weights @ logits[0].unflatten(2, (-1, queries))).squeeze(-2)
+    flops.matmul(2.0 * logits[0].numel())
     return out, received
 
 

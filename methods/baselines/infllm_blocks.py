@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import torch
 
+from methods import flops
 from methods.attention import repeat_kv
 from methods.kv_buffer import KVBuffer
 
@@ -84,6 +85,7 @@ class BlockStore:
         """
         if self.count <= topk:
             return torch.arange(self.count, device=self.device)
+        flops.matmul(2.0 * self.reprs.numel())
         scores = self.reprs @ query.to(self.reprs.dtype)
         return scores.topk(topk).indices.sort().values
 

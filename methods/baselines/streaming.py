@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
+from methods import flops
 from methods.attention import causal_attention, rotate, sdpa
 from methods.base import MethodConfig, register_method
 from methods.decoder import DecoderMethod, spans
@@ -111,12 +112,13 @@ class SinkWindowAttention:
         n = self.sinks
         sink_q = rotate(q, *self.q_sink_rope).unflatten(1, (kv_heads, -1))  # [B, Hkv, rep, T, d]: SDPA's GQA order
         sink_logits = (sink_q @ keys[:, :, None, :n].transpose(-1, -2)).flatten(1, 2)  # [B, H, T, n]
+        flops.matmul(2.0 * sink_q.numel() * n, needed=False)  # the sink pairs, counted once by the SDPA below
         query = torch.cat([rotate(q, *self.q_rope), sink_logits], dim=-1)
         one_hot = torch.eye(n, dtype=keys.dtype, device=keys.device).expand(batch, kv_heads, n, n)
         sink_keys = torch.cat([keys.new_zeros(batch, kv_heads, n, dim), one_hot], dim=-1)
         key = torch.cat([sink_keys, F.pad(keys[:, :, n:], (0, n))], dim=2)
         # Values padded to the same width: SDPA's fused CPU kernel needs it (2x faster than its fallback).
-        out = sdpa(query, key, F.pad(values, (0, n)), attn_mask=self.mask, scale=self.backbone.scale)
+        out = sdpa(query, key, F.pad(values, (0, n)), attn_mask=self.mask, scale=self.backbone.scale, seen_dim=dim)
         return out[..., :dim]
 
     def nbytes(self) -> int:

@@ -13,6 +13,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
+from methods import flops
 from methods.attention import causal_attention, repeat_kv, sdpa
 
 
@@ -87,6 +88,7 @@ def decoder_attention(
     if has_flash_attn() and q.dtype in (torch.float16, torch.bfloat16):
         from flash_attn import flash_attn_func
 
+        flops.sdpa_call(q, k, is_causal=True)
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=True)
         return out.transpose(1, 2)
     from torch.nn.attention import SDPBackend, sdpa_kernel

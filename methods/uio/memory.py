@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from methods import flops
 from methods.attention import rotate
 from methods.backbone import Backbone, rms_norm
 from methods.kv_buffer import KVBuffer
@@ -54,6 +55,7 @@ def encode(
         if index == len(backbone.layers) - 1:
             break
         lora = adapters.encoder.layers[index].self_attn
+        flops.linear(batch * size, flops.layer_weights(layer) + flops.lora_weights(lora.q_proj, lora.v_proj))
         q = lora.q_proj(x).view(batch, size, heads, dim).transpose(1, 2)
         k = layer.self_attn.k_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
         v = lora.v_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
@@ -83,6 +85,7 @@ def transfer(
     kv_heads, dim = backbone.n_kv_heads, backbone.head_dim
     for index, layer_states in enumerate(states):
         lora = adapters.transfer.layers[index].self_attn
+        flops.through(layer_states, lora.k_proj, lora.v_proj)
         k = lora.k_proj(layer_states).view(1, -1, kv_heads, dim).transpose(1, 2)
         v = lora.v_proj(layer_states).view(1, -1, kv_heads, dim).transpose(1, 2)
         out.append((k, v))

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import CONFIGS, STATEFUL, build, ids_of
 
 from methods.attention import repeat_kv, rotate
 from methods.backbone import Backbone
 from methods.base import METHODS
-
-# (name, options) pairs: every registered method with its defaults, plus configs that exercise eviction.
-CONFIGS = [(name, {}) for name in METHODS.names()] + [
-    ("streaming", {"n_sink": 2, "window": 16, "chunk_size": 8}),
-    # compresses mid-prompt and mid-decode
-    ("uio", {"segment": 8, "memory_tokens": 2, "lora_rank": 2, "lora_alpha": 8}),
-]
-
-
-def build(name, loaded, **options):
-    cls = METHODS.get(name)
-    return cls(*loaded, cls.Config(**options))
-
-
-def ids_of(n, seed=0):
-    return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize(("name", "options"), CONFIGS)
@@ -203,14 +188,6 @@ def test_full_auto_rope_factor_fits_each_document(tiny_llama):
     assert not auto.beyond_trained_window(10 * trained)
     with pytest.raises(ValueError, match="rope_factor=auto needs"):
         METHODS.get("full").Config(rope_factor="auto")
-
-
-# Configs whose state a 150-token context fills past its local parts: retrieved blocks, carried memories.
-STATEFUL = [
-    ("infllm", {"block_size": 16, "n_init": 8, "n_local": 64, "topk": 2, "repr_topk": 2, "max_cached_block": 4,
-                "exc_block_size": 32}),
-    ("rmt", {"segment": 32, "memory_tokens": 2}),
-]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "options"), CONFIGS + STATEFUL)

@@ -13,8 +13,8 @@ from reports import build
 from reports.axes import human_bytes, nice_log_ticks, seconds, tokens
 from reports.figures import BEYOND_LABEL, _figure, figures
 from reports.render import write_report
-from reports.sections import FOOTNOTE
 from reports.stats import pareto_front
+from reports.text import FOOTNOTE
 
 LENGTHS = (256, 384, 512, 768)  # four lengths, so the power-law fits (3+ lengths) are drawn
 

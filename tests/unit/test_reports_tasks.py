@@ -311,6 +311,6 @@ def test_a_store_an_ulp_away_renders_the_same_report(perplexity_store, tmp_path)
 
 @pytest.mark.parametrize("value", [1.0, 10.0, 100.0, 1000.0, 0.001, 0.25, 3.0, 47.0])
 def test_numbers_an_ulp_apart_print_alike(value):
-    from reports.sections import fmt
+    from reports.text import fmt
 
     assert fmt(np.nextafter(value, 0.0)) == fmt(value) == fmt(np.nextafter(value, np.inf))
