@@ -16,8 +16,9 @@ from pathlib import Path
 import jinja2
 
 from reports.figures import figures as make_figures
-from reports.sections import Section, sections
+from reports.sections import sections
 from reports.tables import build
+from reports.text import Section
 
 DPI = 110
 TEMPLATES = Path(__file__).parent / "templates"

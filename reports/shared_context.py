@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from reports.text import Section, fmt, human
+
 
 def whole_name(task: str) -> str:
     """The report name of the same task with whole prompts: `passkey:3 keys, after` -> `passkey:3 keys`."""
@@ -43,3 +45,31 @@ def shared_context(samples: pd.DataFrame) -> pd.DataFrame:
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def shared_context_section(frame: pd.DataFrame) -> Section:
+    """Each method's score and cost per question, with whole prompts and after a shared context."""
+    section = Section("Shared context")
+    section.text(
+        "After a shared context, the method prefills the context once, without the questions, and answers each "
+        "question from a copy of its state after it (SCBench's shared-context mode; kvpress's context/question "
+        "split). Prefill per question = the question's own prefill (with the state copy it starts from) + the "
+        "context's prefill / the questions sharing it. A method that cannot copy its state ran each prompt whole "
+        "(marked 'no copy')."
+    )
+    for (task, length), group in frame.groupby(["task", "length"], sort=True):
+        shown = pd.DataFrame(
+            {
+                "method": group["method"],
+                "mode": [m if c is not False else f"{m} (no copy)" for m, c in zip(group["mode"], group["copied"],
+                                                                                  strict=True)],
+                "score": group["score"].map(fmt), "questions a context": group["questions"].map(fmt),
+                "prefill a question": group["prefill_s"].map(lambda s: human(s, "s")),
+                "of which context": group["context_s"].map(lambda s: human(s, "s")),
+                "of which question": group["question_s"].map(lambda s: human(s, "s")),
+                "decode a question": group["decode_s"].map(lambda s: human(s, "s")),
+                "samples": group["n"],
+            }
+        )  # fmt: skip
+        section.table(shown.sort_values(["method", "mode"]), f"{task} at {length:,} tokens: score and cost a question")
+    return section
