@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 
 from reports import axes
 from reports.cost import METRICS, medians
+from reports.roofline import LOW_SHARE
 from reports.tasks import file_stem
 
 MAX_LENGTH_PANELS = 3
@@ -151,6 +152,24 @@ def babilong_lengths(table: pd.DataFrame, colours: dict) -> Figure:
         ax.set_xticks(range(len(lengths)), [axes.tokens(n) for n in lengths])
         ax.set(title=name, ylim=(-3, 103), xlabel="input length (tokens)")
     panels[0].set_ylabel("accuracy (%)")
+    methods = sorted(table["method"].unique(), key=list(colours).index)
+    panels[-1].legend(handles=[_handle(colours[m], m) for m in methods], fontsize="small")
+    return fig
+
+
+def roofline_lengths(table: pd.DataFrame, colours: dict) -> Figure:
+    """Prefill's share of the measured matmul peak vs input length, one panel per task, a line per method."""
+    tasks = sorted(table["task"].unique())
+    fig, panels = _figure(len(tasks), width=4.6, height=3.4, columns=3, sharey=True)
+    for ax, task in zip(panels, tasks, strict=True):
+        mine = table[table["task"] == task]
+        for method, group in mine.groupby("method"):
+            group = group.sort_values("length")
+            ax.plot(group["length"], group["prefill_share"], color=colours[method], marker="o")
+        ax.axhline(LOW_SHARE, color="0.5", linestyle=":", linewidth=1)
+        axes.length_axis(ax, mine["length"])
+        ax.set(title=task, ylim=(0, max(105.0, float(mine["prefill_share"].max()) + 5)), xlabel="input length (tokens)")
+    panels[0].set_ylabel("prefill, % of matmul peak")
     methods = sorted(table["method"].unique(), key=list(colours).index)
     panels[-1].legend(handles=[_handle(colours[m], m) for m in methods], fontsize="small")
     return fig
@@ -376,6 +395,12 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
                 caption = f"{task}: median cost per sample of each method at {int(frame['length'].iloc[0]):,} tokens."
             fits = tables["scaling"][tables["scaling"]["task"] == task]
             out[f"cost_{file_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
+    roofline = tables.get("roofline", pd.DataFrame(columns=["task", "length"]))
+    shown = roofline.groupby("task")["length"].transform("nunique") > 1 if len(roofline) else []
+    if len(roofline) and shown.any():  # a line needs two lengths; the tables have the rest
+        caption = (f"Prefill's achieved FLOP rate as % of the run's measured matmul peak vs input length; dotted: "
+                   f"{LOW_SHARE:g} %.")  # fmt: skip
+        out["roofline_lengths"] = (roofline_lengths(roofline[shown], colours), caption)
     for task, frame in tables.get("tradeoff", pd.DataFrame(columns=["task"])).groupby("task"):
         for cost, (column, _, _, label) in TRADEOFF_COSTS.items():
             if frame[column].isna().all():  # a cost the task never incurs (autoencode reads no prompt)

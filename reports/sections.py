@@ -9,6 +9,7 @@ import pandas as pd
 
 from reports.cost import METRICS, MIN_FIT_LENGTHS, medians
 from reports.memory_gain import KEY_GAIN
+from reports.roofline import roofline_section
 from reports.shared_context import shared_context_section
 from reports.tables import MIN_INTERVAL_SAMPLES
 from reports.tasks import file_stem, longbench_order
@@ -412,6 +413,11 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
         out.append(shared_context_section(tables["shared_context"]))
     if "cost" in tables:
         out.append(cost_section(tables, figures))
+    if "roofline" in tables:
+        section = roofline_section(tables["roofline"])
+        for name in sorted(name for name in figures if name.startswith("roofline_")):
+            section.figure(name, figures[name])
+        out.append(section)
     if "tradeoff" in tables:
         out.append(tradeoff_section(tables, figures))
     out.append(memory_section(tables, figures))

@@ -23,6 +23,7 @@ from reports import stats
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
 from reports.memory_gain import token_gain, unpaired
+from reports.roofline import roofline
 from reports.shared_context import shared_context
 from reports.tasks import babilong, effective_lengths, longbench, passkey_depth, perplexity, position_nll, ruler
 
@@ -318,6 +319,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
         }
     )
     tables["shared_context"] = shared_context(samples)
+    tables["roofline"] = roofline(cells, samples, runs)
     tables["ruler"] = ruler(tables["summary"])
     tables["ruler_effective"] = effective_lengths(tables["ruler"]) if not tables["ruler"].empty else pd.DataFrame()
     tables["scaling"] = scaling(tables["cost"])

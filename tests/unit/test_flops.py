@@ -115,3 +115,36 @@ def test_a_run_stores_each_sample_s_flops_and_the_machine_s_peak(tmp_path):
         peaks = [json.loads(p) if p else None for (p,) in db.execute("SELECT matmul_peak FROM runs ORDER BY rowid")]
     assert rows[0][1:] == (None, None) and rows[1][1] > rows[1][2] > 0
     assert peaks[0] is None and peaks[1]["gflops"] > 0 and peaks[1]["dtype"] == "float32"
+
+
+def test_the_roofline_table_is_computed_from_stored_numbers_only(tmp_path):
+    """Rewrite the stored seconds, FLOPs and peak: the table follows them, and marks shares under 50 %."""
+    import json
+    import sqlite3
+
+    from harness.runner import run_sweep
+    from harness.sweep import SweepSpec
+    from reports.roofline import LOW
+    from reports.tables import build
+    from reports.text import Section
+
+    path = tmp_path / "r.sqlite"
+    run_sweep(SweepSpec(model="tiny-random-llama", samples=2, output=str(path), methods=[{"name": "full"}],
+                        tasks=[{"name": "passkey", "lengths": [300, 400]}]), progress=False)  # fmt: skip
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE samples SET prefill_s = 2.0, prefill_flops = 6e9, decode_s = 1.0, decode_flops = 1e8")
+        db.execute("UPDATE runs SET matmul_peak = ?", (json.dumps({"gflops": 4.0, "dtype": "float32"}),))
+    tables = build(path)
+    frame = tables["roofline"].set_index("length")
+    assert list(frame.index) == [300, 400]
+    assert frame["prefill_gflops"].tolist() == [3.0, 3.0] and frame["prefill_share"].tolist() == [75.0, 75.0]
+    assert frame["decode_share"].tolist() == [2.5, 2.5]
+    assert frame.loc[300, "prefill_flops_per_token"] == pytest.approx(6e9 / 300)
+    from reports.sections import sections
+
+    roofline = next(s for s in sections(tables, {}, "full") if s.title == "Cost at the roofline")
+    assert isinstance(roofline, Section)
+    tables_shown = [b for b in roofline.blocks if b.kind == "table"]
+    assert len(tables_shown) == 2  # one a length
+    row = dict(zip(tables_shown[0].columns, tables_shown[0].rows[0], strict=True))
+    assert row["prefill % of peak"].rstrip("§") == "75.0" and row["decode % of peak"].rstrip("§") == f"2.50{LOW}"
