@@ -151,3 +151,27 @@ def _broadcast_rows(mask: torch.Tensor) -> int:
     """How many (batch, head) pairs the mask's own leading dims hold (1 when it broadcasts over them)."""
     leading = mask.shape[:-2]
     return int(torch.Size(leading).numel()) if leading else 1
+
+
+def planned(config, tokens: float, pairs: float, logits: float | None = None) -> float:
+    """Model FLOPs of a forward, planned from a model config alone (no weights): what the kernels would report.
+
+    Args:
+        config: a Llama / Mistral / Qwen2 config (`hidden_size`, `intermediate_size`, heads, layers, vocab).
+        tokens: token vectors through the decoder layers.
+        pairs: (query, key) pairs seen per layer and query head, summed over the tokens.
+        logits: token vectors through the output layer (default: every token).
+    """
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    attention_weights = 2 * hidden * config.num_attention_heads * head_dim + 2 * hidden * kv  # q, o and k, v
+    weights = attention_weights + 3 * hidden * config.intermediate_size  # and the gated MLP
+    logits = tokens if logits is None else logits
+    attention = 4.0 * config.num_attention_heads * head_dim * pairs * layers
+    return 2.0 * tokens * weights * layers + 2.0 * logits * hidden * config.vocab_size + attention
+
+
+def causal_pairs(length: int) -> float:
+    """(query, key) pairs of causal attention over `length` tokens: each sees itself and those before it."""
+    return length * (length + 1) / 2

@@ -148,3 +148,12 @@ def test_the_roofline_table_is_computed_from_stored_numbers_only(tmp_path):
     assert len(tables_shown) == 2  # one a length
     row = dict(zip(tables_shown[0].columns, tables_shown[0].rows[0], strict=True))
     assert row["prefill % of peak"].rstrip("§") == "75.0" and row["decode % of peak"].rstrip("§") == f"2.50{LOW}"
+
+
+def test_a_planned_count_equals_what_the_kernels_report(tiny_llama_gqa):
+    """`flops.planned` (no weights, no run: how docs/cost.md plans 7B recipes) against the ledger of a real forward."""
+    model, _ = tiny_llama_gqa
+    ledger = flops.Ledger()
+    with flops.counting(ledger):
+        build("full", tiny_llama_gqa).score(ids_of(120))
+    assert flops.planned(model.config, 120, flops.causal_pairs(120)) == pytest.approx(ledger.model_flops)
