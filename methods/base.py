@@ -71,7 +71,11 @@ class LongContextModel(ABC):
 
     @abstractmethod
     def prefill(self, input_ids: torch.Tensor) -> None:
-        """Consume `[T]` prompt ids and build state; the next `decode` continues after them."""
+        """Consume `[T]` prompt ids and build state; the next `decode` continues after them.
+
+        A second call continues the same document, its ids after everything read or decoded so far (a question
+        after a shared context, `harness.shared_context`); `reset` starts a new one.
+        """
 
     @abstractmethod
     def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:

@@ -188,7 +188,7 @@ class RMT(LongContextModel):
     TRAINING_DEFAULTS: ClassVar[dict] = {
         "lr": 1e-4, "weight_decay": 1e-3, "warmup": 0.1, "schedule": "linear", "betas": (0.9, 0.999),
     }  # fmt: skip
-    document_state = ("memory_state", "attention", "position", "next_logits")
+    document_state = ("memory_state", "attention", "position", "next_logits", "open")
 
     def __init__(self, model, tokenizer, config: RMTConfig):
         super().__init__(model, tokenizer, config)
@@ -217,6 +217,7 @@ class RMT(LongContextModel):
         self.attention: FullAttention | None = None
         self.position = 0
         self.next_logits: torch.Tensor | None = None
+        self.open: list[int] = []  # ids of the last segment and the tokens decoded after it: not yet in memory
 
     def state_bytes(self) -> int:
         """Bytes of the memory carried and of the decoding KV cache over `[memory ; last segment ; generated]`."""
@@ -246,19 +247,23 @@ class RMT(LongContextModel):
     # ---- inference -------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _run(self, input_ids: torch.Tensor, greedy: bool, scored: bool):
-        """Every segment but the last through the memory cell, then the last as the decoding context."""
+    def _run(self, input_ids: torch.Tensor, greedy: bool, scored: bool, memory: torch.Tensor | None = None):
+        """Every segment but the last through the memory cell, then the last as the decoding context.
+
+        `memory`: what the first segment reads (default: the initial memory of a new document).
+        """
+        memory = self.memory.detach() if memory is None else memory
         self.reset()
         backbone, segment = self.backbone, self.config.segment
         ids = input_ids.to(backbone.device)
         starts = list(range(0, ids.numel(), segment))
-        memory, out = self.memory.detach(), []
+        out = []
         for start in starts[:-1]:
             hidden, memory = memory_cell(backbone, memory, backbone.embed(ids[start : start + segment]))
             if scored:
                 out.append(backbone.token_logprobs(hidden, ids[start + 1 : start + segment + 1], greedy))
         last = ids[starts[-1] :]
-        self.memory_state, self.attention = memory, FullAttention(backbone)
+        self.memory_state, self.attention, self.open = memory, FullAttention(backbone), last.tolist()
         x = torch.cat([memory, backbone.embed(last)])
         self.position = x.shape[0]
         positions = torch.arange(self.position, device=x.device)
@@ -274,8 +279,16 @@ class RMT(LongContextModel):
         return self._run(input_ids, greedy, scored=True)
 
     def prefill(self, input_ids: torch.Tensor) -> None:
-        """Consume a prompt (a new document): memory over all segments but the last, which is decoded after it."""
-        self._run(input_ids, greedy=False, scored=False)
+        """Consume a prompt: memory over all segments but the last, which is decoded after it.
+
+        A second call continues the document (a question after a shared context): its ids follow the open
+        segment's, which runs again from the memory before it, as one call with all the ids would have run it.
+        """
+        if self.position:
+            input_ids = torch.cat([torch.tensor(self.open, dtype=input_ids.dtype), input_ids.cpu()])
+            self._run(input_ids, greedy=False, scored=False, memory=self.memory_state)
+        else:
+            self._run(input_ids, greedy=False, scored=False)
 
     @torch.no_grad()
     def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
@@ -286,6 +299,7 @@ class RMT(LongContextModel):
             x = self.backbone.embed(torch.tensor([[token]], device=device))
             positions = torch.arange(self.position, self.position + 1, device=device)
             self.position += 1
+            self.open.append(token)
             return self.backbone.logits(self.backbone(x, positions, self.attention)[0, -1])
 
         tokens, self.next_logits = greedy_decode(self.next_logits, feed, max_new_tokens, stop_ids)

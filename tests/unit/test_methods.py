@@ -219,3 +219,19 @@ def test_a_saved_state_shares_the_weights(tiny_llama_gqa):
     method.load_state(method.save_state())
     assert method.backbone is backbone and method.attention.backbone is backbone
     assert method.attention is not None and method.save_state()["attention"] is not method.attention
+
+
+@pytest.mark.parametrize(("name", "options"), [*CONFIGS, STATEFUL[1]])
+def test_a_second_prefill_continues_the_document(name, options, tiny_llama_gqa):
+    """prefill(a); decode; prefill(b) reads what one prefill of a, the decoded tokens and b would (a question after a
+    shared context). InfLLM with blocks past its window is left out: its retrieval follows each call's chunks."""
+    method = build(name, tiny_llama_gqa, **options)
+    first, then = ids_of(150, seed=3), ids_of(9, seed=4)
+    method.reset()
+    method.prefill(first)
+    decoded = torch.tensor(method.decode(2, stop_ids=[]))
+    method.prefill(then)
+    continued = method.next_logits.clone()
+    method.reset()
+    method.prefill(torch.cat([first, decoded, then]))
+    torch.testing.assert_close(continued, method.next_logits, rtol=1e-4, atol=1e-4)

@@ -187,6 +187,7 @@ def test_prefill_and_decode_follow_the_official_generate(tiny_llama):
     _, greedy = method.score(torch.cat([prompt, decoded]), greedy=True)
     assert greedy[-6:].all()
     # A prompt of whole segments keeps its last one as the decoding context, after the memory of the others.
+    method.reset()
     method.prefill(prompt[:32])
     memory_bytes = 2 * 64 * 4
     assert method.state_bytes() == memory_bytes + (2 + 16) * method.backbone.kv_bytes_per_token()
