@@ -175,6 +175,28 @@ def roofline_lengths(table: pd.DataFrame, colours: dict) -> Figure:
     return fig
 
 
+def budget_curves(table: pd.DataFrame, colours: dict) -> Figure:
+    """A task's headline vs steps trained, one panel per length: a line per run, a dashed level per control."""
+    lengths = sorted(table["length"].unique())
+    fig, panels = _figure(len(lengths), width=4.6, height=3.4, columns=3, sharey=True)
+    for ax, length in zip(panels, lengths, strict=True):
+        mine = table[table["length"] == length]
+        handles = []
+        for family, group in mine[mine["family"].notna()].groupby("family"):
+            group = group.sort_values("steps")
+            colour = colours.get(group["method"].iloc[-1], "0.2")
+            ax.plot(group["steps"], group["value"], color=colour, marker="o")
+            handles.append(_handle(colour, family))
+        for _, control in mine[mine["family"].isna()].iterrows():
+            colour = colours.get(control["method"], "0.5")
+            ax.axhline(control["value"], color=colour, linestyle="--", linewidth=1)
+            handles.append(Line2D([], [], color=colour, linestyle="--", label=control["method"]))
+        ax.set(title=f"{length:,} tokens", xlabel="steps trained")
+        ax.legend(handles=handles, fontsize="small")
+    panels[0].set_ylabel(str(table["metric"].iloc[0]))
+    return fig
+
+
 def perplexity_lengths(table: pd.DataFrame, colours: dict) -> Figure:
     """Token-weighted perplexity vs length per method (log x), with the 95% document-bootstrap band."""
     fig, (ax,) = _figure(1, width=6.0)
@@ -395,6 +417,10 @@ def figures(tables: dict[str, pd.DataFrame], baseline: str | None = None) -> dic
                 caption = f"{task}: median cost per sample of each method at {int(frame['length'].iloc[0]):,} tokens."
             fits = tables["scaling"][tables["scaling"]["task"] == task]
             out[f"cost_{file_stem(task)}"] = (cost_curves(frame, fits, colours), caption)
+    for task, frame in tables.get("budget_curve", pd.DataFrame(columns=["task"])).groupby("task"):
+        caption = (f"{task}: {frame['metric'].iloc[0]} vs steps trained, a line per training run (its checkpoints), "
+                   "dashed: methods without a checkpoint (the controls).")  # fmt: skip
+        out[f"budget_{file_stem(task)}"] = (budget_curves(frame, colours), caption)
     roofline = tables.get("roofline", pd.DataFrame(columns=["task", "length"]))
     shown = roofline.groupby("task")["length"].transform("nunique") > 1 if len(roofline) else []
     if len(roofline) and shown.any():  # a line needs two lengths; the tables have the rest

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from reports.budget_curve import budget_section
 from reports.cost import METRICS, MIN_FIT_LENGTHS, medians
 from reports.memory_gain import KEY_GAIN
 from reports.roofline import roofline_section
@@ -411,6 +412,11 @@ def sections(tables: dict[str, pd.DataFrame], figures: dict[str, str], baseline:
         out.append(ruler_section(tables))
     if "shared_context" in tables:
         out.append(shared_context_section(tables["shared_context"]))
+    if "budget_curve" in tables:
+        section = budget_section(tables["budget_curve"])
+        for name in sorted(name for name in figures if name.startswith("budget_")):
+            section.figure(name, figures[name])
+        out.append(section)
     if "cost" in tables:
         out.append(cost_section(tables, figures))
     if "roofline" in tables:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from reports import stats
+from reports.budget_curve import budget_curve
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
 from reports.memory_gain import token_gain, unpaired
@@ -320,6 +321,7 @@ def build(store_path: str | Path, baseline: str = "full", seed: int = 0) -> dict
     )
     tables["shared_context"] = shared_context(samples)
     tables["roofline"] = roofline(cells, samples, runs)
+    tables["budget_curve"] = budget_curve(cells, tables["summary"])
     tables["ruler"] = ruler(tables["summary"])
     tables["ruler_effective"] = effective_lengths(tables["ruler"]) if not tables["ruler"].empty else pd.DataFrame()
     tables["scaling"] = scaling(tables["cost"])
