@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Positive control 5 (issue 34): where memory starts to pay on books. UIO and RMT (segments of 512, 16 memory
+# tokens, the comparison's recipe) trained on the non-test books at 4K with next-token loss (lm) and with
+# distillation from the base model reading the whole document (distill), checkpoints kept at 25 and 100
+# steps and the run's end (STEPS, default 400); benchmarks/books_budget.yaml then scores each at 16K on the
+# two PG19 test books beside the no-memory control and StreamingLLM 4 + 508, and the report's "Score vs
+# training budget" section draws perplexity against steps per run. A UIO step at 4K takes about 47 s on 2
+# idle cores (benchmarks/README.md, UIO ablation), so 400 steps are about 5 h a run: each run checkpoints
+# every 25 steps and resumes exactly, across sessions. One run at a time (2 threads):
+#   bash benchmarks/books_budget.sh uio lm; bash benchmarks/books_budget.sh uio distill
+#   bash benchmarks/books_budget.sh rmt lm; bash benchmarks/books_budget.sh rmt distill
+#   bash benchmarks/books_budget.sh eval
+set -euo pipefail
+books=${LCH_DATA_DIR:-../shared/data}/books
+steps=${STEPS:-400}
+case ${1:?uio, rmt or eval} in
+  uio|rmt)
+    objective=${2:?lm or distill}
+    out=out/controls/books-$1-$objective
+    lch train "$1" --data "$books" --objective "$objective" --seq-len 4096 --segment 512 --memory-tokens 16 \
+      --steps "$steps" --checkpoint-every 25 --keep-at 25,100 --quiet --out "$out" \
+      $([ -f "$out/trainer_state.pt" ] && echo --resume) ;;
+  eval) lch run benchmarks/books_budget.yaml --quiet ;;
+  *) echo "usage: $0 uio|rmt lm|distill, or $0 eval" >&2; exit 2 ;;
+esac
