@@ -1,4 +1,4 @@
-"""Analytic FLOP count of what a method runs, from the shapes lch's own kernels see: no dispatcher, no slowdown.
+"""Analytic FLOP count of what a method runs, from the shapes lch's own kernels see: no dispatcher, little cost.
 
 Every method runs through the same few places: the backbone's decoder layers (and UIO's encoder layers),
 the output layer, the attention kernels of `methods.attention` and a method's own attention matmuls
