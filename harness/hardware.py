@@ -21,11 +21,11 @@ REPEATS = 5
 def matmul_peak(device: torch.device | str, dtype: torch.dtype) -> dict:
     """`{"gflops", "dtype", "device", "threads", "size"}`: the best of `REPEATS` timed `size`^3 matmuls, warm."""
     device = torch.device(device)
-    return dict(_probe(device.type, device.index, dtype, torch.get_num_threads()))
+    return dict(_probe(device.type, device.index, dtype, torch.get_num_threads()))  # a copy: the cached one stays
 
 
 @functools.cache
-def _probe(kind: str, index: int | None, dtype: torch.dtype, threads: int) -> tuple:
+def _probe(kind: str, index: int | None, dtype: torch.dtype, threads: int) -> dict:
     device = torch.device(kind, index) if index is not None else torch.device(kind)
     size = SIZES.get(kind, SIZES["cpu"])
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -40,5 +40,5 @@ def _probe(kind: str, index: int | None, dtype: torch.dtype, threads: int) -> tu
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     gflops = 2 * size**3 / best / 1e9
-    return (("gflops", round(gflops, 1)), ("dtype", str(dtype).removeprefix("torch.")), ("device", str(device)),
-            ("threads", threads), ("size", size))  # fmt: skip
+    return {"gflops": round(gflops, 1), "dtype": str(dtype).removeprefix("torch."), "device": str(device),
+            "threads": threads, "size": size}  # fmt: skip

@@ -25,11 +25,10 @@ class SharedContext:
     """The method's state after the current context, kept while the questions that share it run."""
 
     def __init__(self, method, instances: list[Instance]):
-        """Serve `instances` (a cell's, in order) with `method`, reset and ready."""
+        """Serve `instances` (a cell's, in order) with `method`, reset (a copy of its empty state says if it copies)."""
         self.method = method
-        method.reset()
-        self.copies = method.save_state() is not None
         self.questions = Counter(_context(instance) for instance in instances if instance.context_tokens)
+        self.copies = bool(self.questions) and method.save_state() is not None
         self.context: tuple[int, ...] | None = None
         self.saved = None
         self.context_s = self.context_flops = 0.0
@@ -40,7 +39,7 @@ class SharedContext:
             return metered
         context = _context(instance)
         if context != self.context:
-            self.context, self.saved = None, None  # free the previous context's copy before the new prefill
+            self.saved = None  # free the previous context's copy before the new prefill
             metered.timed("context_prefill_s", self.method.prefill, torch.tensor(context))
             self.context_s, self.context_flops = metered.costs.context_prefill_s, metered.costs.context_prefill_flops
             self.saved, self.context = self.method.save_state(), context
@@ -54,7 +53,7 @@ class SharedContext:
             return None
         if not self.copies:
             return {"copied": False}
-        questions, costs = self.questions[_context(instance)], metered.costs
+        questions, costs = self.questions[self.context], metered.costs  # `ask` just set the context
         own, own_flops = costs.prefill_s or 0.0, costs.prefill_flops or 0.0
         costs.prefill_s = own + self.context_s / questions
         costs.prefill_flops = own_flops + self.context_flops / questions

@@ -71,6 +71,12 @@ def through(x: torch.Tensor, *modules) -> None:
         linear(x.numel() // x.shape[-1], sum(map(weights, modules)))
 
 
+def layer(rows: int, layer, *adapted) -> None:
+    """`rows` vectors through a decoder layer's matrices, plus the LoRA factors of its `adapted` projections."""
+    if _OPEN.get() is not None:
+        linear(rows, layer_weights(layer) + lora_weights(*adapted))
+
+
 def layer_weights(layer) -> int:
     """Elements of a decoder layer's projection and MLP matrices (a Llama / Mistral / Qwen2 layer, or lch's `Layer`)."""
     attn, mlp = layer.self_attn, layer.mlp
@@ -115,8 +121,8 @@ def sdpa_call(
         return
     batch, heads, t, dim = q.shape
     s = k.shape[-2]
-    if is_causal:  # SDPA aligns the mask top-left: query i sees keys 0..i
-        seen = sum(min(i + 1, s) for i in range(t)) if t > s else t * (t + 1) / 2
+    if is_causal:  # SDPA aligns the mask top-left: query i sees keys 0..min(i, s - 1)
+        seen = causal_pairs(min(t, s)) + max(0, t - s) * s
     elif attn_mask is None:
         seen = t * s
     else:

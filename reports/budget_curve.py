@@ -18,13 +18,17 @@ from reports.text import Section, fmt
 FAMILY = re.compile(r"^(?P<family>.+?)[-@](?P<steps>\d+)$")
 
 
+def checkpoints_of(method_config: dict) -> list[dict]:
+    """The checkpoints in a stored method config: `{"path", "sha256", "budget"}` where a directory was given."""
+    return [value for value in method_config.values() if isinstance(value, dict) and "sha256" in value]
+
+
 def budget_curve(cells: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per task x length x cell: family (None for a flat-line control), steps trained, tokens, headline value."""
     steps, given = {}, {}
     for _, cell in cells.iterrows():
         given[cell["label"]] = cell.get("given_label", cell["label"])  # as the sweep named it: no "(untrained)"
-        checkpoints = [v for v in cell["method_config"].values() if isinstance(v, dict) and "sha256" in v]
-        budgets = [checkpoint.get("budget") or {} for checkpoint in checkpoints]
+        budgets = [checkpoint.get("budget") or {} for checkpoint in checkpoints_of(cell["method_config"])]
         steps[(cell["task"], int(cell["length"]), cell["label"])] = (
             (budgets[0].get("steps") or 0, budgets[0].get("tokens") or 0) if budgets else (0, 0)
         )

@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.core.errors import UserError
 from reports import stats
-from reports.budget_curve import budget_curve
+from reports.budget_curve import budget_curve, checkpoints_of
 from reports.cost import cost_samples, scaling
 from reports.memory import matched_memory
 from reports.memory_gain import token_gain, unpaired
@@ -277,13 +277,12 @@ def training_budgets(cells: pd.DataFrame) -> pd.DataFrame:
     """
     rows = {}
     for label, config in zip(cells["label"], cells["method_config"], strict=True):
-        for value in config.values():
-            if isinstance(value, dict) and "sha256" in value:  # one row per checkpoint a label ran with
-                budget = value.get("budget") or {}
-                rows[(label, value["sha256"])] = {
-                    "method": label, "checkpoint": value.get("path"), "sha256": value["sha256"][:12],
-                    **{key: budget.get(key) for key in BUDGET_COLUMNS}, "steps": _steps_text(budget),
-                }  # fmt: skip
+        for value in checkpoints_of(config):  # one row per checkpoint a label ran with
+            budget = value.get("budget") or {}
+            rows[(label, value["sha256"])] = {
+                "method": label, "checkpoint": value.get("path"), "sha256": value["sha256"][:12],
+                **{key: budget.get(key) for key in BUDGET_COLUMNS}, "steps": _steps_text(budget),
+            }  # fmt: skip
     return pd.DataFrame(list(rows.values()), columns=["method", "checkpoint", "sha256", *BUDGET_COLUMNS])
 
 

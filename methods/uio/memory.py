@@ -55,7 +55,7 @@ def encode(
         if index == len(backbone.layers) - 1:
             break
         lora = adapters.encoder.layers[index].self_attn
-        flops.linear(batch * size, flops.layer_weights(layer) + flops.lora_weights(lora.q_proj, lora.v_proj))
+        flops.layer(batch * size, layer, lora.q_proj, lora.v_proj)
         q = lora.q_proj(x).view(batch, size, heads, dim).transpose(1, 2)
         k = layer.self_attn.k_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
         v = lora.v_proj(x).view(batch, size, kv_heads, dim).transpose(1, 2)
