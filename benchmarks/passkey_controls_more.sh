@@ -9,6 +9,9 @@
 #        Its checkpoint holds a copy of the decoder (540 MB): it is not shipped. The run of 2026-12-06 was
 #        stopped by hand after step 1,500 (its answer loss flat at 1.4-1.5 from step 100 on); the yamls
 #        evaluate OUT@600 and OUT@1500, which a rerun of this plan reproduces.
+#   uio2 the 7,000-step UIO (uio's result) trained on again: 6,000 more prompts (seed 4), 3,000 steps at lr
+#        2.5e-4 (cosine), checkpoints kept at 1,000 / 2,000: its far keys rose from 17 to 55 of 72 in the low-lr
+#        tail of uio's schedule, and this asks whether another such tail reaches the 90 % goal.
 #   eval benchmarks/passkey_controls_more.yaml (250 tokens) and _8.yaml (500): passkey, 24 samples per depth.
 # The two trainings use one thread each and can run side by side on 2 cores.
 #   bash benchmarks/passkey_controls_more.sh uio & bash benchmarks/passkey_controls_more.sh rmt; wait
@@ -20,17 +23,24 @@ data=out/passkey-curriculum/passkey-68-250-s3.jsonl
 passkey=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 64 --memory-tokens 8
   --checkpoint-every 100 --quiet)
 resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
-case ${1:?uio, rmt or eval} in
+case ${1:?uio, uio2, rmt or eval} in
   uio)
     out=out/controls/uio-passkey-more
     lch train uio "${passkey[@]}" --seed 1 --lora-rank 16 --lora-alpha 64 \
       --method-opt checkpoint=out/controls/uio-passkey-3000 --lr 5e-4 --stages 256:4000 \
       --keep-at 1000,2000,3000 --out "$out" $(resume "$out") ;;
+  uio2)
+    more=out/passkey-curriculum/passkey-68-250-s4.jsonl
+    [ -f "$more" ] || lch make-data passkey --out "$more" --n 6000 --seed 4 --length 68,250
+    out=out/controls/uio-passkey-10000
+    lch train uio "${passkey[@]}" --data "$more" --seed 2 --lora-rank 16 --lora-alpha 64 \
+      --method-opt checkpoint=out/controls/uio-passkey-more --lr 2.5e-4 --stages 256:3000 \
+      --keep-at 1000,2000 --out "$out" $(resume "$out") ;;
   rmt)
     out=out/controls/rmt-full-passkey
     lch train rmt "${passkey[@]}" --seed 0 --method-opt trainable=full --lr 5e-5 --weight-decay 0.01 \
       --stages 128:300,192:300,256:1900 --keep-at 600,1500 --out "$out" $(resume "$out") ;;
   eval)
     lch run benchmarks/passkey_controls_more.yaml --quiet && lch run benchmarks/passkey_controls_more_8.yaml --quiet ;;
-  *) echo "usage: $0 uio|rmt|eval" >&2; exit 2 ;;
+  *) echo "usage: $0 uio|uio2|rmt|eval" >&2; exit 2 ;;
 esac

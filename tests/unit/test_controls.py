@@ -150,3 +150,55 @@ def test_autoencoding_training_makes_a_memory_that_reconstructs_its_text(sharp_l
         if uio.reconstruct(ids) == ids[1:].tolist():
             break
     assert uio.reconstruct(ids) == ids[1:].tolist()
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _key_document(digit: int, generator: torch.Generator) -> torch.Tensor:
+    """`K d f f | f f f ? | d` in segments of 4: the digit is only in the first segment, asked from the second."""
+    filler = torch.randint(ord("a"), ord("z") + 1, (5,), generator=generator)
+    key, asked, answer = ord("K"), ord("?"), ord("0") + digit
+    return torch.cat([torch.tensor([key, answer]), filler, torch.tensor([asked, answer])])
+
+
+def _answer_accuracy(method, documents) -> float:
+    right = 0
+    for ids in documents:
+        method.reset()
+        _, greedy = method.score(ids, greedy=True)
+        right += int(greedy[-1])  # the answer is the argmax over the whole vocabulary
+    return right / len(documents)
+
+
+@pytest.mark.parametrize(("memory", "steps"), [(True, 300), (False, 100)])
+def test_a_uio_memory_trained_on_the_answer_carries_a_key_no_segment_holds(memory, steps, sharp_llama, one_thread):
+    """The passkey control in small: UIO trained with the answer-only loss finds a digit only its memory holds;
+    the same training without memory (`memory: False`, its control) cannot beat chance (0.10 by construction).
+    Training from a random decoder is chaotic: other seeds reach 0.88-1.0 at 400 steps, and a second thread's
+    summation order (another trajectory) 0.7, so the run is pinned to one thread (also 10x faster here)."""
+    from methods.token_loss import TokenLoss
+    from methods.uio.config import UIOTrainConfig
+
+    torch.manual_seed(0)
+    uio = UIO(*sharp_llama, UIOConfig(segment=4, memory_tokens=2, lora_rank=8, lora_alpha=32, memory=memory))
+    uio.train_config = UIOTrainConfig()
+    optimizer = torch.optim.Adam(uio.trainable_parameters(), lr=1e-2)
+    weights = torch.zeros(9)
+    weights[-1] = 1  # the answer alone
+    draws = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        for digit in torch.randint(0, 10, (4,), generator=draws).tolist():
+            ids = _key_document(digit, draws)
+            uio.reset()
+            uio.backward_document(ids, TokenLoss(ids, weights))
+        optimizer.step()
+    held_out = torch.Generator().manual_seed(99)
+    accuracy = _answer_accuracy(uio, [_key_document(i % 10, held_out) for i in range(50)])
+    assert accuracy >= 0.9 if memory else accuracy <= 0.1
