@@ -7,12 +7,15 @@ sentences of a PG19 book, read from a random start. Here the stories come from l
 contexts (`tasks.haystack`): the facts keep their order at seeded sentence boundaries, and the
 background's last sentence is cut so that the context, facts included, is exactly `length` tokens.
 
-Prompt: `{context}\nQuestion: {question}\nAnswer:`; answer: ` {place}`. Record (qa2, SmolLM2, seed 0):
-    {"prompt": "But I must try to get a few hours' sleep, as Van Helsing is to call for me at noon. Sandra moved
-     to the garden. ... Mary travelled to the office. There is no malign there\nQuestion: Where is the milk?
-     \nAnswer:", "answer": " office", "task": "qa2", "length": 1024, "facts": ["Sandra moved to the garden.",
-     "Mary went back to the garden.", "Sandra picked up the apple there.", ...], "question": "Where is the milk?",
-     "book": "345_dracula.txt"}
+Prompt: the `babilong` task's plain prompt (BABILong's configuration without instruction, the one its
+fine-tuned models are trained and scored with), `<context>\n{context}\n</context>\n\nQuestion: {question}`, so
+a memory trained on these records meets at evaluation (`babilong` with `prompt: plain`) the prompt it
+trained on; answer: ` {place}`. Record (qa2, SmolLM2, seed 0):
+    {"prompt": "<context>\nBut I must try to get a few hours' sleep, as Van Helsing is to call for me at noon.
+     Sandra moved to the garden. ... Mary travelled to the office. There is no malign there\n</context>\n\n
+     Question: Where is the milk?", "answer": " office", "task": "qa2", "length": 1024, "facts": ["Sandra moved to
+     the garden.", "Mary went back to the garden.", "Sandra picked up the apple there.", ...], "question":
+     "Where is the milk?", "book": "345_dracula.txt"}
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from typing import Any
 
 from pydantic import model_validator
 
+from tasks.babilong.build import render
 from tasks.generated import Generator, LengthConfig, register_generator
 from tasks.generated.babi_story import BabiTask, make_story
 from tasks.generated.noise import load_noise
 from tasks.haystack import Haystack
 
-PROMPT = "{context}\nQuestion: {question}\nAnswer:"
 DEFAULT_FACTS = {"qa1": 10, "qa2": 20, "qa3": 30}
 MIN_FACTS = {"qa1": 1, "qa2": 2, "qa3": 3}  # a move; a move and a pick-up; and a move while holding
 
@@ -80,7 +83,7 @@ class BabiData(Generator):
         story = make_story(rng, self.config.task, self.config.story_facts)
         context, book = self.haystack.context(rng, story.facts, length)
         return {
-            "prompt": PROMPT.format(context=context, question=story.question),
+            "prompt": render(self.config.task, context, story.question, instructed=False),
             "answer": " " + story.answer,
             "task": self.config.task,
             "length": length,

@@ -15,6 +15,7 @@ from harness.cli import main
 from harness.core.errors import UserError
 from harness.core.paths import cache_dir
 from harness.models import byte_tokenizer
+from tasks.babilong.build import render
 from tasks.base import TASKS
 from tasks.generated import GENERATORS, write_jsonl
 
@@ -152,12 +153,19 @@ def solve(facts: list[str], question: str) -> str:
     return visited[thing][last - 1]
 
 
+def _babi_context(record) -> str:
+    """The context of a `babi` record's prompt: between the plain prompt's tags, before the question."""
+    context, sep, question = record["prompt"].removeprefix("<context>\n").rpartition("\n</context>\n\nQuestion: ")
+    assert sep and question == record["question"]
+    return context
+
+
 @pytest.mark.parametrize("task", ["qa1", "qa2", "qa3"])
 def test_babi_answers_replay_and_contexts_are_exact(task, tokenizer, books):
     records = list(generator("babi", tokenizer, task=task, noise=str(books), length=[900, 2000]).records(25, seed=2))
     for record in records:
-        context, sep, rest = record["prompt"].rpartition("\nQuestion: ")
-        assert sep and rest == f"{record['question']}\nAnswer:"
+        context = _babi_context(record)
+        assert record["prompt"] == render(task, context, record["question"], instructed=False)  # `babilong`'s plain
         assert record["answer"] == " " + solve(record["facts"], record["question"])
         assert tokens(tokenizer, context) == record["length"] and 900 <= record["length"] <= 2000
         at = 0
@@ -310,7 +318,7 @@ def test_in_smollm2s_tokens(books):
     for record in generator("passkey", smollm2, length=[200, 2000]).records(20, seed=0):
         assert tokens(smollm2, record["prompt"]) == record["length"]
     for record in generator("babi", smollm2, task="qa3", noise=str(books), length=[600, 2000]).records(10, seed=0):
-        assert tokens(smollm2, record["prompt"].rpartition("\nQuestion: ")[0]) == record["length"]
+        assert tokens(smollm2, _babi_context(record)) == record["length"]
 
 
 def test_make_data_help_describes_every_generator(capsys):
