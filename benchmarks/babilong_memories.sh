@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Memories trained on BABILong's task (issue 35): UIO and RMT on generated bAbI-style stories (`lch make-data babi`:
+# lch's simulator, never bAbI's files, hidden in the non-test books; the `babilong` task's plain prompt), with
+# BABILong's recipe: the loss on the answer, a curriculum of 1 -> 2 -> 4 segments whose lengths vary inside each
+# stage. Sized for 2 cores: segments of 128 tokens with 16 memory tokens (8x), 2,000 stories per task (qa1: 75-490
+# context tokens, qa2: 140-490, qa3: 210-490; the story's facts alone take about 65, 130 and 200), stages of
+# documents up to 128 tokens (one segment: qa1 alone fits), 256 (qa1, qa2) and 512 (all three); 3,000 steps.
+#   uio  UIO, LoRA r16/a64, lr 5e-4 (cosine; control 3's recipe, benchmarks/passkey_controls_more.sh)
+#   rmt  RMT, LoRA on q, v (the shippable form), lr 1e-3
+#   eval benchmarks/babilong_memories.yaml: babilong qa1-qa3 (plain prompt) beside the no-memory control
+# The two trainings use one thread each and can run side by side on 2 cores; each resumes where it stopped:
+#   bash benchmarks/babilong_memories.sh uio & bash benchmarks/babilong_memories.sh rmt; wait
+#   bash benchmarks/babilong_memories.sh eval
+set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+data=out/babilong-memories/babi-qa1-qa3.jsonl
+if [ ! -f "$data" ]; then
+  mkdir -p out/babilong-memories
+  lch make-data babi --task qa1 --length 75,490 --n 2000 --seed 10 --out out/babilong-memories/qa1.jsonl
+  lch make-data babi --task qa2 --length 140,490 --n 2000 --seed 11 --out out/babilong-memories/qa2.jsonl
+  lch make-data babi --task qa3 --length 210,490 --n 2000 --seed 12 --out out/babilong-memories/qa3.jsonl
+  cat out/babilong-memories/qa{1,2,3}.jsonl > "$data.part" && mv "$data.part" "$data"
+fi
+records=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 128 --memory-tokens 16
+  --stages 128:300,256:500,512:2200 --checkpoint-every 100 --keep-at 300,800,1500 --quiet)
+resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
+case ${1:?uio, rmt or eval} in
+  uio)
+    out=out/babilong-memories/uio
+    lch train uio "${records[@]}" --seed 0 --lora-rank 16 --lora-alpha 64 --lr 5e-4 --out "$out" $(resume "$out") ;;
+  rmt)
+    out=out/babilong-memories/rmt
+    lch train rmt "${records[@]}" --seed 0 --lr 1e-3 --out "$out" $(resume "$out") ;;
+  eval) lch run benchmarks/babilong_memories.yaml --quiet ;;
+  *) echo "usage: $0 uio|rmt|eval" >&2; exit 2 ;;
+esac
