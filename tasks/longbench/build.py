@@ -138,6 +138,16 @@ def render_prompt(dataset: str, record: dict[str, Any]) -> str:
     return PROMPTS[dataset].format(**record)
 
 
+def split_prompt(dataset: str, record: dict[str, Any]) -> tuple[str, str]:
+    """The official prompt cut after its context: (instruction and context, what follows: question and answer cue).
+
+    Every template puts `{context}` before `{input}`, so the second part holds the question when there is one.
+    """
+    template = PROMPTS[dataset]
+    end = template.index("{context}") + len("{context}")
+    return template[:end].format(**record), template[end:].format(**record)
+
+
 def truncate(ids: list[int], budget: int, mode: Truncation) -> list[int]:
     """Fit prompt token ids into `budget` tokens.
 

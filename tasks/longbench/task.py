@@ -7,11 +7,12 @@ budget of 4K-context chat models). See tasks/longbench/README.md for the protoco
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import field_validator
 
+from harness.core.errors import UserError
 from methods.base import InputTooLong
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 from tasks.longbench.build import (
@@ -22,6 +23,7 @@ from tasks.longbench.build import (
     load_records,
     local_file,
     render_prompt,
+    split_prompt,
     truncate,
     use_chat_template,
 )
@@ -38,6 +40,11 @@ class LongBenchConfig(TaskConfig):
     official rule (template on every dataset but trec, triviaqa, samsum, lsht, lcc, repobench-p, and
     only when the tokenizer has one), `on` every dataset, `off` none. `data_dir`: local data (default
     `$LCH_DATA_DIR`, else `../shared/data`, else the Hugging Face hub). `e`: add LongBench-E length buckets.
+    `query_position`: `inside` (default, official) gives the method the whole prompt; `after` prefills the
+    instruction and context first and feeds the rest (question, answer cue) from a copy of the state after
+    them (`harness.shared_context`: records with the same context share its prefill). Deviations of `after`,
+    as kvpress's split: the two parts are tokenized apart, and truncation cuts the context alone to what the
+    budget leaves after the question (officially the whole prompt is cut).
     """
 
     datasets: list[str] = list(DATASETS)
@@ -45,6 +52,8 @@ class LongBenchConfig(TaskConfig):
     chat_template: Literal["auto", "on", "off"] = "auto"
     data_dir: str | None = None
     e: bool = False
+    query_position: Literal["inside", "after"] = "inside"
+    later_options: ClassVar[tuple[str, ...]] = ("query_position",)
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -107,22 +116,29 @@ class LongBench(Task):
 
     def _instance(self, dataset: str, row: int, record: dict[str, Any], length: int) -> Instance:
         prompt = render_prompt(dataset, record)
-        body = self._ids(prompt)
+        after = self.config.query_position == "after"
+        if after:
+            context, question = (self._ids(part) for part in split_prompt(dataset, record))
+            body = context + question
+        else:
+            body, question = self._ids(prompt), []
         # An over-budget `skip` record is never run; its ids are the middle cut, so it never trips max_context.
         mode = "middle" if self.config.truncation == "skip" else self.config.truncation
-        kept = truncate(body, length, mode)
+        kept = self._cut(body, len(question), length, mode)
         prefix, suffix = self.frame(dataset)
         answers = list(record["answers"])
+        never_run = self.config.truncation == "skip" and len(body) > length
         return Instance(
             id=f"longbench-{dataset}-{row}",
             input_ids=prefix + kept + suffix,
+            context_tokens=len(prefix) + len(kept) - len(question) if after and not never_run else 0,
             target=answers[0] if answers else "",
             max_new_tokens=MAX_NEW_TOKENS[dataset],
             metadata={
                 "dataset": dataset, "category": CATEGORY_OF[dataset], "language": record.get("language"),
                 "length": record.get("length"), "chars": len(prompt if kept == body else self.tokenizer.decode(kept)),
                 "_id": record.get("_id"), "max_length": length, "prompt_tokens": len(body),
-                "answers": answers, "all_classes": record.get("all_classes"),
+                "answers": answers, "all_classes": record.get("all_classes"), "question_tokens": len(question),
             },
         )  # fmt: skip
 
@@ -151,7 +167,13 @@ class LongBench(Task):
             return Score(score=math.nan, metrics=metrics, details={**details, "truncated": False, "skipped": True})
         # Middle and left cuts compose (cutting a cut to a smaller budget equals cutting the original), so
         # the instance's ids can be cut again when max_context asks for less than the cell length.
-        body = truncate(body, budget, self.config.truncation)
+        cut = self._cut(body, meta.get("question_tokens", 0), budget, self.config.truncation)
+        if instance.context_tokens and cut != body:
+            raise UserError(
+                f"longbench: query_position after needs the cell length ({meta['max_length']}) to fit the method's "
+                f"max_context with the frame and {instance.max_new_tokens} new tokens (budget {budget})"
+            )
+        body = cut
         truncated = over and self.config.truncation != "none"
         model.prefill(torch.tensor(prefix + body + suffix))
         tokens = model.decode(instance.max_new_tokens, stop_ids=self._stop_ids(dataset))
@@ -163,6 +185,14 @@ class LongBench(Task):
                    "record_length": float(meta["length"] or 0)}  # fmt: skip
         details.update(truncated=truncated, skipped=False, input_tokens=len(prefix) + len(body) + len(suffix))
         return Score(score=value, metrics=metrics, prediction=prediction, decode_tokens=len(tokens), details=details)
+
+    @staticmethod
+    def _cut(body: list[int], question: int, budget: int, mode: Truncation) -> list[int]:
+        """`truncate` the prompt; with a separate question (`after`), its context alone to what the question leaves."""
+        if not question:
+            return truncate(body, budget, mode)
+        context = body[: len(body) - question]
+        return truncate(context, max(budget - question, 0), mode) + body[len(body) - question :]
 
     def _stop_ids(self, dataset: str) -> list[int]:
         stops = eos_stop(self.tokenizer)

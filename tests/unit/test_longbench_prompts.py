@@ -205,3 +205,29 @@ def test_dataset_names_are_validated_in_one_line():
     assert "\n" not in str(error.value)
     assert LongBenchConfig(datasets="trec").datasets == ["trec"]
     assert LongBenchConfig().datasets == list(build.DATASETS)
+
+
+def test_after_marks_the_context_and_cuts_it_alone(tmp_path):
+    """`query_position: after`: the same prompt, its context marked; truncation keeps the question whole."""
+    rec = record("qasper", context="".join(chr(ord("a") + i % 26) for i in range(3000)), question="Why so?")
+    write(tmp_path, "qasper", [rec])
+    tokenizer = byte_tokenizer()
+    head, tail = (tokenizer(part, add_special_tokens=False).input_ids for part in build.split_prompt("qasper", rec))
+    assert tokenizer.decode(head + tail) == build.render_prompt("qasper", rec)
+    assert tokenizer.decode(tail).endswith("Question: Why so?\n\nAnswer:")
+    assert rec["context"] not in tokenizer.decode(tail)
+    task = make_task(tmp_path, tokenizer, datasets="qasper", query_position="after", chat_template="off")
+    whole = task.instances(10_000, 1, 0)[0]
+    prefix = len(task.frame("qasper")[0])
+    assert whole.input_ids[prefix:] == head + tail and whole.context_tokens == prefix + len(head)
+    cut = task.instances(1001, 1, 0)[0]
+    half = (1001 - len(tail)) // 2
+    assert cut.input_ids[prefix:] == head[:half] + head[-half:] + tail  # officially the whole prompt is cut
+    assert cut.context_tokens == prefix + 2 * half
+    model = FakeModel(reply=[tokenizer.eos_token_id])
+    task.evaluate(model, cut)
+    assert model.prefilled == cut.input_ids
+    with pytest.raises(UserError, match="query_position after needs the cell length"):
+        task.evaluate(FakeModel(max_context=900), cut)
+    inside = make_task(tmp_path, tokenizer, datasets="qasper", chat_template="off").instances(10_000, 1, 0)[0]
+    assert inside.input_ids == whole.input_ids and inside.context_tokens == 0

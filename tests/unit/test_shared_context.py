@@ -121,3 +121,31 @@ def test_too_short_for_its_keys_is_an_error(tiny_llama):
     task = TASKS.get("passkey")(TASKS.get("passkey").Config(keys=KEYS), tiny_llama[1])
     with pytest.raises(ValueError, match="too short for 3 keys"):
         task.instances(200, 3, seed=0)
+
+
+def test_longbench_questions_on_one_context_share_its_prefill(tmp_path, monkeypatch):
+    """Records with one context (as multifieldqa_zh's repeat) prefill it once; answers equal the whole prompts'."""
+    context = "The harbour opened in 1870. The lighthouse is red. The ferry leaves at noon. " * 12
+    questions = ("When did the harbour open?", "What colour is the lighthouse?", "When does the ferry leave?")
+    rows = [{"input": q, "context": context, "answers": ["x"], "length": 100, "all_classes": None} for q in questions]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "qasper.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    prefilled = []
+    original = Full.prefill
+    monkeypatch.setattr(Full, "prefill", lambda self, ids: prefilled.append(ids.numel()) or original(self, ids))
+
+    def run(name, **options):
+        spec = SweepSpec(
+            model="tiny-random-llama", samples=3, output=str(tmp_path / f"{name}.sqlite"), methods=[{"name": "full"}],
+            tasks=[{"name": "longbench", "lengths": [2000],
+                    "options": {"datasets": ["qasper"], "data_dir": str(tmp_path / "data"), **options}}],
+        )  # fmt: skip
+        run_sweep(spec, progress=False)
+        return samples(spec)
+
+    whole = run("inside")
+    prefilled.clear()
+    shared = run("after", query_position="after")
+    assert [s["prediction"] for s in shared] == [s["prediction"] for s in whole]
+    assert [s["metadata"]["shared_context"]["questions"] for s in shared] == [3, 3, 3]
+    assert len([n for n in prefilled if n > len(context)]) == 1  # the context once; each question alone after it
