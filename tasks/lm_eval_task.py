@@ -31,6 +31,7 @@ from pydantic import Field
 
 from harness.core.errors import UserError
 from harness.core.paths import LM_EVAL_TASKS_DIR, cache_dir
+from tasks import ruler_offline
 from tasks.base import Instance, Score, Task, TaskConfig, register_task
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class LmEval(Task):
     def __init__(self, config: LmEvalConfig, tokenizer: PreTrainedTokenizerBase):
         super().__init__(config, tokenizer)
         self._tasks: dict[str, Any] = {}
+        self._offline: list[str] = []  # lch's substitutes for RULER's downloads (`tasks.ruler_offline`)
 
     @classmethod
     def check_config(cls, config: LmEvalConfig) -> None:
@@ -70,6 +72,7 @@ class LmEval(Task):
         return f"{cls.name}:{'+'.join(config.get('tasks', []))}"
 
     def _load(self, length: int) -> dict[str, Any]:
+        self._offline = ruler_offline.serve(self.config.tasks)
         metadata = {"max_seq_lengths": [length], "tokenizer": _tokenizer_dir(self.tokenizer), **self.config.metadata}
         tasks = _load_tasks(tuple(self.config.tasks), json.dumps(metadata, sort_keys=True))
         self._tasks.update(tasks)
@@ -113,7 +116,13 @@ class LmEval(Task):
             id=f"{name}/{doc_id}",
             input_ids=hf_encode(self.tokenizer, text),  # what the adapter feeds the method
             target=json.dumps(task.doc_to_target(doc), default=str),
-            metadata={"lm_eval_task": name, "doc_id": doc_id, "requests": len(requests), "chars": len(text)},
+            metadata={
+                "lm_eval_task": name,
+                "doc_id": doc_id,
+                "requests": len(requests),
+                "chars": len(text),
+                **({"offline": self._offline} if name in ruler_offline.ESSAY_TASKS and self._offline else {}),
+            },  # fmt: skip
         )
 
     def evaluate(self, model, instance: Instance) -> Score:
