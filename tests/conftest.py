@@ -23,6 +23,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="opt-in: --run-gpu"))
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: the summation order of a reference run (a Ray worker's, whose
+    OMP_NUM_THREADS is its 1 CPU), or of a training whose trajectory a second thread's rounding would change."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     """(model, tokenizer): 2 layers, hidden 64, 4 heads, byte tokenizer, fixed seed."""

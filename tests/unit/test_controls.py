@@ -152,14 +152,6 @@ def test_autoencoding_training_makes_a_memory_that_reconstructs_its_text(sharp_l
     assert uio.reconstruct(ids) == ids[1:].tolist()
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _key_document(digit: int, generator: torch.Generator) -> torch.Tensor:
     """`K d f f | f f f ? | d` in segments of 4: the digit is only in the first segment, asked from the second."""
     filler = torch.randint(ord("a"), ord("z") + 1, (5,), generator=generator)

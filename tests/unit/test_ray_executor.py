@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-import torch
 import yaml
 
 from harness.cli import main
@@ -72,15 +71,6 @@ def broken_methods(monkeypatch):
     METHODS.names()
     monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
     register_broken_methods()
-
-
-@pytest.fixture
-def one_thread():
-    """The local reference runs on one thread, as each Ray worker does (Ray sets OMP_NUM_THREADS to its 1 CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def spec(path, methods, lengths=(300, 400), samples=3) -> SweepSpec:
