@@ -26,6 +26,10 @@ from methods.parts import PROJECTIONS, Parts
 SUPPORTED = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("linear", "dynamic", "yarn")
 LOGITS_CHUNK = 1024  # rows of [chunk, vocab] float32 per log-softmax step; never [length, vocab]
+# The feed-forward acts on each token alone, so a long chunk runs it in row blocks: on CPU an 8,192-token
+# chunk's [8192, 1536] intermediates (50 MB each) leave the caches, and InfLLM's 8K prefill (chunks of 8,192,
+# the official size) took 10% longer than in blocks of 2,048 (benchmarks/README.md, "Cost at the roofline").
+MLP_ROWS = 2048
 
 
 class Attention(Protocol):
@@ -159,7 +163,10 @@ class Backbone(nn.Module):
         v = attn.v_proj(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         out = attention.attend(index, q, k, v, positions)
         hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-        return hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
+        if length <= MLP_ROWS:
+            return hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
+        pieces = hidden.split(MLP_ROWS, dim=1)
+        return torch.cat([piece + layer.mlp(rms_norm(layer.post_attention_layernorm, piece)) for piece in pieces], 1)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[..., D]` final hidden states -> `[..., V]` float32 logits (call on a few positions only)."""

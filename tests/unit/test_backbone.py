@@ -83,6 +83,19 @@ def test_token_logprobs_are_chunked_log_softmax(tiny_llama, monkeypatch):
     torch.testing.assert_close(backbone.token_logprobs(hidden, targets), expected, atol=1e-5, rtol=0)
 
 
+def test_the_feed_forward_in_row_blocks_is_the_whole_one(tiny_llama, monkeypatch):
+    import methods.backbone as backbone_module
+
+    model, _ = tiny_llama
+    ids = torch.randint(0, 258, (1, 50), generator=torch.Generator().manual_seed(0))
+    method = METHODS.get("full")(*tiny_llama, METHODS.get("full").Config())
+    whole = method.score(ids[0])
+    monkeypatch.setattr(backbone_module, "MLP_ROWS", 7)  # 50 rows: 7 blocks of 7 and one of 1
+    method.reset()
+    torch.testing.assert_close(method.score(ids[0]), whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole, hf_logprobs(model, ids[0]), atol=1e-4, rtol=0)
+
+
 def test_unsupported_model_type_is_a_user_error():
     from harness.core.errors import UserError
 
