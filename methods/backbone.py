@@ -26,9 +26,9 @@ from methods.parts import PROJECTIONS, Parts
 SUPPORTED = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("linear", "dynamic", "yarn")
 LOGITS_CHUNK = 1024  # rows of [chunk, vocab] float32 per log-softmax step; never [length, vocab]
-# The feed-forward acts on each token alone, so a long chunk runs it in row blocks: on CPU an 8,192-token
-# chunk's [8192, 1536] intermediates (50 MB each) leave the caches, and InfLLM's 8K prefill (chunks of 8,192,
-# the official size) took 10% longer than in blocks of 2,048 (benchmarks/README.md, "Cost at the roofline").
+# The feed-forward acts on each token alone, so a long chunk runs it in row blocks: an 8,192-token chunk's
+# [8192, 1536] intermediates are 50 MB each (SmolLM2), out of every CPU cache; InfLLM's 8K prefill (chunks of
+# 8,192, the official size) ran 2% faster in blocks of 2,048 (benchmarks/prefill_before_after.py, idle 2 cores).
 MLP_ROWS = 2048
 
 
