@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.controls import associative_retrieval as retrieval
-from harness.controls import cramming
+from harness.controls import cramming, key_in_memory
 from harness.models import byte_tokenizer
 from methods.baselines.rmt import RMT, RMTConfig
 from methods.uio.config import UIOConfig
@@ -70,17 +69,7 @@ def test_memory_carries_a_digit_no_segment_holds():
 
 @pytest.fixture(scope="module")
 def sharp_llama():
-    """A tiny random Llama whose logits depend on its input (initialiser range 0.3: the default 0.02 gives
-    near-uniform outputs that no memory can steer, as no trained model's are)."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, initializer_range=0.3, bos_token_id=256, eos_token_id=257,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).eval().requires_grad_(False)
-    torch.random.set_rng_state(state)
-    return model, byte_tokenizer()
+    return key_in_memory.sharp_llama(), byte_tokenizer()
 
 
 READ_PATHS = {  # name: (how to read, the method) with 4 memory vectors for 16-token texts
@@ -152,45 +141,23 @@ def test_autoencoding_training_makes_a_memory_that_reconstructs_its_text(sharp_l
     assert uio.reconstruct(ids) == ids[1:].tolist()
 
 
-def _key_document(digit: int, generator: torch.Generator) -> torch.Tensor:
-    """`K d f f | f f f ? | d` in segments of 4: the digit is only in the first segment, asked from the second."""
-    filler = torch.randint(ord("a"), ord("z") + 1, (5,), generator=generator)
-    key, asked, answer = ord("K"), ord("?"), ord("0") + digit
-    return torch.cat([torch.tensor([key, answer]), filler, torch.tensor([asked, answer])])
-
-
-def _answer_accuracy(method, documents) -> float:
-    right = 0
-    for ids in documents:
-        method.reset()
-        _, greedy = method.score(ids, greedy=True)
-        right += int(greedy[-1])  # the answer is the argmax over the whole vocabulary
-    return right / len(documents)
-
-
 @pytest.mark.parametrize(("memory", "steps"), [(True, 300), (False, 100)])
 def test_a_uio_memory_trained_on_the_answer_carries_a_key_no_segment_holds(memory, steps, sharp_llama, one_thread):
     """The passkey control in small: UIO trained with the answer-only loss finds a digit only its memory holds;
     the same training without memory (`memory: False`, its control) cannot beat chance (0.10 by construction).
     Training from a random decoder is chaotic: other seeds reach 0.88-1.0 at 400 steps, and a second thread's
     summation order (another trajectory) 0.7, so the run is pinned to one thread (also 10x faster here)."""
-    from methods.token_loss import TokenLoss
-    from methods.uio.config import UIOTrainConfig
-
     torch.manual_seed(0)
     uio = UIO(*sharp_llama, UIOConfig(segment=4, memory_tokens=2, lora_rank=8, lora_alpha=32, memory=memory))
-    uio.train_config = UIOTrainConfig()
-    optimizer = torch.optim.Adam(uio.trainable_parameters(), lr=1e-2)
-    weights = torch.zeros(9)
-    weights[-1] = 1  # the answer alone
-    draws = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        for digit in torch.randint(0, 10, (4,), generator=draws).tolist():
-            ids = _key_document(digit, draws)
-            uio.reset()
-            uio.backward_document(ids, TokenLoss(ids, weights))
-        optimizer.step()
-    held_out = torch.Generator().manual_seed(99)
-    accuracy = _answer_accuracy(uio, [_key_document(i % 10, held_out) for i in range(50)])
-    assert accuracy >= 0.9 if memory else accuracy <= 0.1
+    key_in_memory.train(uio, steps, lr=1e-2)
+    accuracy = key_in_memory.accuracy(uio, key_in_memory.held_out())
+    assert accuracy >= 0.9 if memory else accuracy <= 0.2  # chance: 0.10 expected, 0.04-0.12 seen over seeds
+
+
+def test_an_rmt_memory_with_its_whole_decoder_trained_carries_the_key(sharp_llama, one_thread):
+    """RMT on the same documents: with every decoder weight trainable (BABILong's setting) its memory carries the
+    digit; LoRA on q, v alone stayed at 0.1-0.44 over 1,000 steps on two seeds (benchmarks/key_in_memory.py)."""
+    torch.manual_seed(0)
+    rmt = RMT(*sharp_llama, RMTConfig(segment=4, memory_tokens=2, trainable="full"))
+    key_in_memory.train(rmt, 400, lr=1e-3)
+    assert key_in_memory.accuracy(rmt, key_in_memory.held_out()) >= 0.9
