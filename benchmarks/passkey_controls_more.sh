@@ -12,6 +12,10 @@
 #   uio2 the 7,000-step UIO (uio's result) trained on again: 6,000 more prompts (seed 4), 3,000 steps at lr
 #        2.5e-4 (cosine), checkpoints kept at 1,000 / 2,000: its far keys rose from 17 to 55 of 72 in the low-lr
 #        tail of uio's schedule, and this asks whether another such tail reaches the 90 % goal.
+#   rmt2 RMT with the whole decoder trainable at lr 3e-4 (6x rmt's), the same curriculum, 1,000 steps, checkpoints
+#        kept at 400 and 700: on the tiny task of benchmarks/key_in_memory.py RMT's memory carries the key with its
+#        whole decoder trained at lr 1e-3 within 400 steps (LoRA on q, v: never in 1,000), so the question is
+#        whether rmt failed for its learning rate.
 #   eval benchmarks/passkey_controls_more.yaml (250 tokens) and _8.yaml (500): passkey, 24 samples per depth.
 # The two trainings use one thread each and can run side by side on 2 cores.
 #   bash benchmarks/passkey_controls_more.sh uio & bash benchmarks/passkey_controls_more.sh rmt; wait
@@ -23,7 +27,7 @@ data=out/passkey-curriculum/passkey-68-250-s3.jsonl
 passkey=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 64 --memory-tokens 8
   --checkpoint-every 100 --quiet)
 resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
-case ${1:?uio, uio2, rmt or eval} in
+case ${1:?uio, uio2, rmt, rmt2 or eval} in
   uio)
     out=out/controls/uio-passkey-more
     lch train uio "${passkey[@]}" --seed 1 --lora-rank 16 --lora-alpha 64 \
@@ -40,7 +44,11 @@ case ${1:?uio, uio2, rmt or eval} in
     out=out/controls/rmt-full-passkey
     lch train rmt "${passkey[@]}" --seed 0 --method-opt trainable=full --lr 5e-5 --weight-decay 0.01 \
       --stages 128:300,192:300,256:1900 --keep-at 600,1500 --out "$out" $(resume "$out") ;;
+  rmt2)
+    out=out/controls/rmt-full-passkey-lr3e-4
+    lch train rmt "${passkey[@]}" --seed 0 --method-opt trainable=full --lr 3e-4 --weight-decay 0.01 \
+      --stages 128:200,192:200,256:600 --keep-at 400,700 --out "$out" $(resume "$out") ;;
   eval)
     lch run benchmarks/passkey_controls_more.yaml --quiet && lch run benchmarks/passkey_controls_more_8.yaml --quiet ;;
-  *) echo "usage: $0 uio|uio2|rmt|eval" >&2; exit 2 ;;
+  *) echo "usage: $0 uio|uio2|rmt|rmt2|eval" >&2; exit 2 ;;
 esac
