@@ -19,7 +19,7 @@ case ${1:?16, 4 or eval} in
     out=out/controls/uio-ae-128-m$1
     lch train uio --data "$books" --objective autoencode --seq-len 256 --segment 128 --memory-tokens "$1" \
       --lora-rank 16 --lora-alpha 64 --lr 1e-3 --warmup 0.05 --steps "$steps" --checkpoint-every 100 \
-      --keep-at 100,300,700 --quiet --out "$out" $([ -f "$out/trainer_state.pt" ] && echo --resume) ;;
+      --keep-at 100,300,700,1000 --quiet --out "$out" $([ -f "$out/trainer_state.pt" ] && echo --resume) ;;
   eval) lch run benchmarks/uio_autoencode_small.yaml --quiet ;;
   *) echo "usage: $0 16|4|eval" >&2; exit 2 ;;
 esac
