@@ -5,7 +5,7 @@
 # stage. Sized for 2 cores: segments of 128 tokens with 16 memory tokens (8x), 2,000 stories per task (qa1: 75-490
 # context tokens, qa2: 140-490, qa3: 210-490; the story's facts alone take about 65, 130 and 200), stages of
 # documents up to 128 tokens (one segment: qa1 alone fits), 256 (qa1, qa2) and 512 (all three); 3,000 steps.
-#   uio  UIO, LoRA r16/a64, lr 5e-4 (cosine; control 3's recipe, benchmarks/passkey_controls_more.sh)
+#   uio  UIO, LoRA r16/a64, lr 1e-3 (cosine; control 3's first 3,000 steps, benchmarks/passkey_controls.sh)
 #   rmt  RMT, LoRA on q, v (the shippable form), lr 1e-3
 #   eval benchmarks/babilong_memories.yaml: babilong qa1-qa3 (plain prompt) beside the no-memory control
 # The two trainings use one thread each and can run side by side on 2 cores; each resumes where it stopped:
@@ -27,7 +27,7 @@ resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
 case ${1:?uio, rmt or eval} in
   uio)
     out=out/babilong-memories/uio
-    lch train uio "${records[@]}" --seed 0 --lora-rank 16 --lora-alpha 64 --lr 5e-4 --out "$out" $(resume "$out") ;;
+    lch train uio "${records[@]}" --seed 0 --lora-rank 16 --lora-alpha 64 --lr 1e-3 --out "$out" $(resume "$out") ;;
   rmt)
     out=out/babilong-memories/rmt
     lch train rmt "${records[@]}" --seed 0 --lr 1e-3 --out "$out" $(resume "$out") ;;
