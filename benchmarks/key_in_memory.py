@@ -23,6 +23,7 @@ LORA = {"lora_rank": 8, "lora_alpha": 32}
 CONFIGS = {  # name: (method, its config, learning rate, steps)
     "uio-lora": (UIO, UIOConfig(segment=4, memory_tokens=2, **LORA), 1e-2, 400),
     "rmt-lora-qv": (RMT, RMTConfig(segment=4, memory_tokens=2, **LORA), 1e-2, 1000),
+    "rmt-lora-qv-3e-3": (RMT, RMTConfig(segment=4, memory_tokens=2, **LORA), 3e-3, 1000),
     "rmt-full": (RMT, RMTConfig(segment=4, memory_tokens=2, trainable="full"), 1e-3, 400),
     "no-memory": (RMT, RMTConfig(segment=4, memory_tokens=0), 1e-2, 200),
 }
