@@ -4,7 +4,8 @@
 # BABILong's recipe: the loss on the answer, a curriculum of 1 -> 2 -> 4 segments whose lengths vary inside each
 # stage. Sized for 2 cores: segments of 128 tokens with 16 memory tokens (8x), 2,000 stories per task (qa1: 75-490
 # context tokens, qa2: 140-490, qa3: 210-490; the story's facts alone take about 65, 130 and 200), stages of
-# documents up to 128 tokens (one segment: qa1 alone fits), 256 (qa1, qa2) and 512 (all three); 3,000 steps.
+# documents up to 256 tokens (1-2 segments: qa1 and short qa2), 384 and 512 (all three, up to 4); 3,000 steps.
+# BABILong's first stage is one segment; UIO trains on at least two (the second reads the first's memory).
 #   uio  UIO, LoRA r16/a64, lr 1e-3 (cosine; control 3's first 3,000 steps, benchmarks/passkey_controls.sh)
 #   rmt  RMT, LoRA on q, v (the shippable form), lr 1e-3
 #   eval benchmarks/babilong_memories.yaml: babilong qa1-qa3 (plain prompt) beside the no-memory control
@@ -22,7 +23,7 @@ if [ ! -f "$data" ]; then
   cat out/babilong-memories/qa{1,2,3}.jsonl > "$data.part" && mv "$data.part" "$data"
 fi
 records=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 128 --memory-tokens 16
-  --stages 128:300,256:500,512:2200 --checkpoint-every 100 --keep-at 300,800,1500 --quiet)
+  --stages 256:600,384:600,512:1800 --checkpoint-every 100 --keep-at 600,1200,2000 --quiet)
 resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
 case ${1:?uio, rmt or eval} in
   uio)
