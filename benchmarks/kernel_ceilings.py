@@ -11,25 +11,13 @@ FLOPs are the multiply-adds of the shapes, masked-out pairs included (what the k
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
-from harness.hardware import matmul_peak
+from harness.hardware import best_seconds, matmul_peak
 
 HIDDEN, INNER, HEADS, KV_HEADS, HEAD_DIM, VOCAB = 576, 1536, 9, 3, 64, 49_152
-
-
-def rate(run, flops: float, repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` timed calls after a warm one."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return flops / best / 1e9
 
 
 def kernels(chunk: int, window: int):
@@ -65,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| chunk | kernel | GFLOP/s | % of the probe |\n|---|---|---|---|")
     for chunk in (int(c) for c in args.chunks.split(",")):
         for name, run, flops in kernels(chunk, args.window):
-            gflops = rate(run, flops)
+            gflops = flops / best_seconds(run) / 1e9
             print(f"| {chunk} | {name} | {gflops:.1f} | {100 * gflops / peak['gflops']:.0f} |", flush=True)
 
 

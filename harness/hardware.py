@@ -24,6 +24,20 @@ def matmul_peak(device: torch.device | str, dtype: torch.dtype) -> dict:
     return dict(_probe(device.type, device.index, dtype, torch.get_num_threads()))  # a copy: the cached one stays
 
 
+def best_seconds(call, device: torch.device | str = "cpu", repeats: int = REPEATS) -> float:
+    """The fastest of `repeats` timed calls, after one untimed (it pays for kernel selection and page faults)."""
+    device = torch.device(device)
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 @functools.cache
 def _probe(kind: str, index: int | None, dtype: torch.dtype, threads: int) -> dict:
     device = torch.device(kind, index) if index is not None else torch.device(kind)
@@ -31,14 +45,6 @@ def _probe(kind: str, index: int | None, dtype: torch.dtype, threads: int) -> di
     generator = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    a @ b  # the first call pays for kernel selection and page faults
-    best = float("inf")
-    for _ in range(REPEATS):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    gflops = 2 * size**3 / best / 1e9
+    gflops = 2 * size**3 / best_seconds(lambda: a @ b, device) / 1e9
     return {"gflops": round(gflops, 1), "dtype": str(dtype).removeprefix("torch."), "device": str(device),
             "threads": threads, "size": size}  # fmt: skip

@@ -122,7 +122,7 @@ class LmEval(Task):
                 "requests": len(requests),
                 "chars": len(text),
                 **({"offline": self._offline} if name in ruler_offline.ESSAY_TASKS and self._offline else {}),
-            },  # fmt: skip
+            },
         )
 
     def evaluate(self, model, instance: Instance) -> Score:

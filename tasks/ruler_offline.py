@@ -19,6 +19,7 @@ needle may sit a sentence away from where lm-eval online puts it. Each RULER sam
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 from pathlib import Path
@@ -41,18 +42,17 @@ def serve(names, data_dir: str | None = None) -> list[str]:
     essays = root / ESSAYS_FILE if root is not None else None
     if essays is None or not essays.is_file() or _hub_reachable():
         return []
-    if not _cached_essays():
-        _cache_essays(essays)
-    if _punkt_path() is None:
-        _train_punkt(essays)
+    cached = _cached_essays() or [_cache_essays(essays)]
+    punkt = _punkt_path() or _train_punkt(essays)
     in_use = []
-    if _cached_essays() == [_essays_dir()]:
+    if cached == [_essays_dir()]:
         in_use.append(f"essays from {ESSAYS_FILE}")
-    if _punkt_path().startswith(str(cache_dir())):
+    if punkt.startswith(str(cache_dir())):
         in_use.append(f"punkt_tab trained on {ESSAYS_FILE}")
     return in_use
 
 
+@functools.cache  # once a process: every lm-eval cell asks, and an unreachable hub costs the timeout
 def _hub_reachable() -> bool:
     from huggingface_hub import constants
 
@@ -80,8 +80,8 @@ def _cached_essays() -> list[Path]:
     return sorted(info.parent for info in found)
 
 
-def _cache_essays(essays: Path) -> None:
-    """The essays as `datasets`' cache holds a downloaded dataset: an Arrow file per split and its info."""
+def _cache_essays(essays: Path) -> Path:
+    """The essays as `datasets`' cache holds a downloaded dataset (an Arrow file per split and its info); its folder."""
     import datasets
     from datasets.arrow_writer import ArrowWriter
 
@@ -94,6 +94,7 @@ def _cache_essays(essays: Path) -> None:
     split = {"name": "train", "num_bytes": size, "num_examples": rows, "dataset_name": DATASET}
     info = datasets.DatasetInfo(features=table.features, config_name="default", dataset_name=DATASET, splits=[split])
     info.write_to_directory(str(target))  # last: a directory with its info is what the cache lookup takes
+    return target
 
 
 def _punkt_path() -> str | None:
@@ -109,11 +110,12 @@ def _punkt_path() -> str | None:
         return None
 
 
-def _train_punkt(essays: Path) -> None:
+def _train_punkt(essays: Path) -> str:
+    """Train Punkt on the essays into lch's cache; the model's folder."""
     from nltk.tokenize.punkt import PunktTrainer, save_punkt_params
 
     trainer = PunktTrainer()
     trainer.train(json.loads(essays.read_text(encoding="utf-8"))["text"], finalize=True)
     target = cache_dir() / "nltk_data" / PUNKT
     target.parent.mkdir(parents=True, exist_ok=True)  # NLTK creates the model's own directory, private
-    save_punkt_params(trainer.get_params(), str(target))
+    return save_punkt_params(trainer.get_params(), str(target))
