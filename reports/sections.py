@@ -129,6 +129,10 @@ def babilong_section(tables: dict, figures: dict) -> Section:
     section.text("avg: the mean over the tasks of each task's accuracy (BABILong's leaderboard average); length 0 is "
                  "the facts alone, without background text.")  # fmt: skip
     for task, frame in tables["babilong"].groupby("task"):
+        prompts = frame.groupby("prompt")["method"].unique()
+        if len(prompts) > 1:  # each kind of model with its own prompt, as BABILong's leaderboard runs them
+            section.text(f"{task}: " + "; ".join(f"{prompt} prompt: {', '.join(sorted(methods))}"
+                                                 for prompt, methods in prompts.items()) + ".")  # fmt: skip
         tasks = sorted(set(frame["babi_task"]) - {"avg"})
         order = [*tasks, "avg"] if len(tasks) > 1 else tasks
         frame = frame[frame["babi_task"].isin(order)]

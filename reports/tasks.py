@@ -179,7 +179,7 @@ def longbench_order(frame: pd.DataFrame) -> list[str]:
 
 
 def babilong(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """BABILong accuracy (%) per task as reported x method x length x bAbI task, with `avg`, chance and count.
+    """BABILong accuracy (%) per task as reported x method x length x bAbI task, with `avg`, chance, count, prompt.
 
     `task` is the report's name of the cell's task (`babilong`, or `babilong:qa1` for a subset of the five),
     so cells run on different sets of bAbI tasks stay apart.
@@ -203,7 +203,7 @@ def babilong(cells: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
             chance = aggregate.get("chance" if name == "avg" else f"chance_{name}", np.nan)
             rows.append(
                 {"task": cell["task"], "method": cell["label"], "length": int(cell["length"]), "babi_task": name,
-                 "accuracy": value,
+                 "accuracy": value, "prompt": cell["task_config"].get("prompt", "instructed"),
                  "chance": chance, "n": int(counts.sum() if name == "avg" else counts.get(name, 0))}
             )  # fmt: skip
     return pd.DataFrame(rows)

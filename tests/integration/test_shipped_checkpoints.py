@@ -13,6 +13,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -58,15 +59,30 @@ def test_a_shipped_checkpoint_is_small_complete_and_hashed_as_the_docs_state(fol
 
 # What a checkpoint is judged on: books' perplexity (lower is better) for one trained on books; for one trained
 # on passkey records, passkey at 250 tokens with the needle 3 segments of 64 back (depth 0: only memory
-# reaches it; higher is better).
+# reaches it; higher is better); for one trained on bAbI stories, BABILong qa1-qa3 on the plain prompt it
+# trained on, the facts alone (up to 5 segments of 128).
+class Judge(NamedTuple):
+    task: dict
+    metric: str
+    better: int  # +1: higher is better
+    samples: int
+
+
+BABI = {"tasks": ["qa1", "qa2", "qa3"], "prompt": "plain", "data_dir": str(SHARED_DATA)}
 JUDGED = {
-    "books": ({"name": "perplexity", "options": {"data_dir": str(SHARED_DATA)}, "lengths": [2048]}, "perplexity", -1),
-    "passkey": ({"name": "passkey", "options": {"depths": [0.0]}, "lengths": [250]}, "accuracy", 1),
+    "books": Judge(
+        {"name": "perplexity", "options": {"data_dir": str(SHARED_DATA)}, "lengths": [2048]}, "perplexity", -1, 1
+    ),
+    "passkey": Judge({"name": "passkey", "options": {"depths": [0.0]}, "lengths": [250]}, "accuracy", 1, 6),
+    "babilong": Judge({"name": "babilong", "options": BABI, "lengths": [0]}, "accuracy", 1, 10),
 }
 
 
 def _judged_on(folder: Path) -> str:
-    return "passkey" if json.loads((folder / SPEC_FILE).read_text()).get("prompt_field") else "books"
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    if not spec.get("prompt_field"):
+        return "books"
+    return "babilong" if "babi" in Path(spec["data"]).name else "passkey"
 
 
 def _scores(folder: Path, tmp_path: Path) -> dict[str, float]:
@@ -74,11 +90,11 @@ def _scores(folder: Path, tmp_path: Path) -> dict[str, float]:
     name = json.loads((folder / SPEC_FILE).read_text())["method"]
     trained = with_checkpoint_options(METHODS.get(name), {"checkpoint": str(folder)}, "test")
     untrained = {key: value for key, value in trained.items() if key != "checkpoint"}
-    task, metric, _ = JUDGED[_judged_on(folder)]
+    task, metric, _, samples = JUDGED[_judged_on(folder)]
     store = tmp_path / "s.sqlite"
     spec = SweepSpec(
         model="smollm2-135m",
-        samples=1 if task["name"] == "perplexity" else 6,
+        samples=samples,
         output=str(store),
         methods=[
             {"name": name, "label": "trained", "options": trained},
@@ -99,5 +115,5 @@ def _scores(folder: Path, tmp_path: Path) -> dict[str, float]:
 def test_a_shipped_checkpoint_evaluates_by_itself_and_beats_its_untrained_method(folder, tmp_path, smollm):
     del smollm  # loads (and caches) the embedded model once; run_sweep loads it by name
     scores = _scores(folder, tmp_path)
-    better = JUDGED[_judged_on(folder)][2]
+    better = JUDGED[_judged_on(folder)].better
     assert better * scores["trained"] > better * scores["untrained"], scores

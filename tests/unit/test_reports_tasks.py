@@ -195,14 +195,18 @@ def test_longbench_tables(longbench_store, tmp_path):
 
 @pytest.fixture
 def babilong_store(tmp_path):
-    """full answers qa1 right and qa2 half right at both lengths; rmt's 4096 cell is unfinished (no aggregate)."""
+    """full answers qa1 right and qa2 half right at both lengths; rmt's 4096 cell is unfinished (no aggregate).
+
+    rmt runs on the plain prompt (as a fine-tuned memory is scored), full on the instructed one.
+    """
     path = tmp_path / "bl.sqlite"
     store = Store(path)
     store.start_run("run1", "test", PROVENANCE, {})
     for method in ("full", "rmt"):
         for length in (0, 4096):
             cell_id = f"bl-{method}-{length}"
-            _cell(store, cell_id, method, "babilong", "accuracy", length, {"tasks": ["qa1", "qa2"]})
+            prompt = {"prompt": "plain"} if method == "rmt" else {}
+            _cell(store, cell_id, method, "babilong", "accuracy", length, {"tasks": ["qa1", "qa2"], **prompt})
             scores = (
                 {"qa1": [100.0, 100.0], "qa2": [100.0, 0.0]}
                 if method == "full"
@@ -240,6 +244,7 @@ def test_babilong_table_section_and_figure(babilong_store, tmp_path):
     assert "| full | qa2 | 50.0 (2) | 50.0 (2) |" in markdown
     assert "| rmt | avg | 25.0 (4) | 25.0 (4) |" in markdown
     assert "| chance (best constant answer) | qa2 | 100 | 100 |" in markdown
+    assert "babilong:qa1,qa2: instructed prompt: full; plain prompt: rmt." in markdown  # one table, each prompt named
 
 
 @pytest.fixture
