@@ -9,6 +9,8 @@
 #   uio  UIO, LoRA r16/a64, lr 1e-3 (cosine; control 3's first 3,000 steps, benchmarks/passkey_controls.sh)
 #   rmt  RMT, LoRA on q, v (the shippable form), lr 3e-3 (at 1e-3 RMT's LoRA carried nothing on a passkey in
 #        1,200 steps, and a key on benchmarks/key_in_memory.py's tiny task only at 3e-3)
+#   ceiling  the same LoRA with no memory and every record in one segment of 1,024 (plain fine-tuning), the
+#        longest stage only, 600 steps at lr 1e-3: can the decoder learn the task with every fact in view?
 #   eval benchmarks/babilong_memories.yaml: babilong qa1-qa3 (plain prompt) beside the no-memory control
 # The two trainings use one thread each and can run side by side on 2 cores; each resumes where it stopped:
 #   bash benchmarks/babilong_memories.sh uio & bash benchmarks/babilong_memories.sh rmt; wait
@@ -26,13 +28,17 @@ fi
 records=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 128 --memory-tokens 16
   --stages 256:600,384:600,512:1800 --checkpoint-every 100 --keep-at 600,1200,2000 --quiet)
 resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
-case ${1:?uio, rmt or eval} in
+case ${1:?uio, rmt, ceiling or eval} in
   uio)
     out=out/babilong-memories/uio
     lch train uio "${records[@]}" --seed 0 --lora-rank 16 --lora-alpha 64 --lr 1e-3 --out "$out" $(resume "$out") ;;
   rmt)
     out=out/babilong-memories/rmt
     lch train rmt "${records[@]}" --seed 0 --lr 3e-3 --out "$out" $(resume "$out") ;;
+  ceiling)
+    out=out/babilong-memories/ceiling
+    lch train rmt --data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 1024 \
+      --memory-tokens 0 --stages 512:600 --checkpoint-every 100 --quiet --seed 0 --lr 1e-3 --out "$out" $(resume "$out") ;;
   eval) lch run benchmarks/babilong_memories.yaml --quiet ;;
-  *) echo "usage: $0 uio|rmt|eval" >&2; exit 2 ;;
+  *) echo "usage: $0 uio|rmt|ceiling|eval" >&2; exit 2 ;;
 esac
