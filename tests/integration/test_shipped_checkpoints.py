@@ -4,7 +4,7 @@ A fresh clone must be able to evaluate a trained method without training: every 
 (at most 10 MB), carries its `training.json` and loss log, appears in docs/training.md's table with the
 content hash `lch` keys its cells by, the command that made it and the tokens it trained on, and
 (slow) scores better than the same method untrained on what it trained for: a PG19 test excerpt's
-perplexity, or passkeys only its memory can reach.
+perplexity, passkeys only its memory can reach, or BABILong's questions.
 """
 
 from __future__ import annotations
