@@ -25,8 +25,8 @@ if [ ! -f "$data" ]; then
   lch make-data babi --task qa3 --length 210,490 --n 2000 --seed 12 --out out/babilong-memories/qa3.jsonl
   cat out/babilong-memories/qa{1,2,3}.jsonl > "$data.part" && mv "$data.part" "$data"
 fi
-records=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 128 --memory-tokens 16
-  --stages 256:600,384:600,512:1800 --checkpoint-every 100 --keep-at 600,1200,2000 --quiet)
+answers=(--data "$data" --prompt-field prompt --answer-field answer --loss answer --checkpoint-every 100 --quiet)
+records=("${answers[@]}" --segment 128 --memory-tokens 16 --stages 256:600,384:600,512:1800 --keep-at 600,1200,2000)
 resume() { [ -f "$1/trainer_state.pt" ] && echo --resume || true; }
 case ${1:?uio, rmt, ceiling or eval} in
   uio)
@@ -37,8 +37,8 @@ case ${1:?uio, rmt, ceiling or eval} in
     lch train rmt "${records[@]}" --seed 0 --lr 3e-3 --out "$out" $(resume "$out") ;;
   ceiling)
     out=out/babilong-memories/ceiling
-    lch train rmt --data "$data" --prompt-field prompt --answer-field answer --loss answer --segment 1024 \
-      --memory-tokens 0 --stages 512:600 --checkpoint-every 100 --quiet --seed 0 --lr 1e-3 --out "$out" $(resume "$out") ;;
+    lch train rmt "${answers[@]}" --segment 1024 --memory-tokens 0 --stages 512:600 --seed 0 --lr 1e-3 \
+      --out "$out" $(resume "$out") ;;
   eval) lch run benchmarks/babilong_memories.yaml --quiet ;;
   *) echo "usage: $0 uio|rmt|ceiling|eval" >&2; exit 2 ;;
 esac
