@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout, as tasks look for it
 
 # Nothing is downloaded in tests: a hub lookup must fail at once, not after minutes of retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +24,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="opt-in: --run-long"))
         if "gpu" in item.keywords and not config.getoption("--run-gpu"):
             item.add_marker(pytest.mark.skip(reason="opt-in: --run-gpu"))
+        for mark in item.iter_markers("data"):
+            absent = [folder for folder in mark.args if not (SHARED_DATA / folder).is_dir()]
+            if absent:
+                item.add_marker(pytest.mark.skip(reason=f"the shared data folder lacks {', '.join(absent)}"))
 
 
 @pytest.fixture

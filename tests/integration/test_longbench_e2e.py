@@ -17,11 +17,9 @@ DATA = Path(__file__).parents[2].parent / "shared" / "data"
 
 
 @pytest.mark.slow
+@pytest.mark.data("longbench")
 def test_trec_one_record_through_the_runner(smollm, tmp_path, monkeypatch):
-    source = DATA / "longbench" / "trec.jsonl"
-    if not source.is_file():
-        pytest.skip(f"no LongBench data at {source}")
-    first = source.read_text(encoding="utf-8").splitlines()[0]
+    first = (DATA / "longbench" / "trec.jsonl").read_text(encoding="utf-8").splitlines()[0]
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "trec.jsonl").write_text(first + "\n", encoding="utf-8")
     monkeypatch.setattr(runner, "load_model", lambda *args, **kwargs: smollm)  # reuse the session's model

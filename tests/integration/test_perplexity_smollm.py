@@ -14,7 +14,7 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "books").is_dir(), reason=f"no local books in {SHARED_DATA}")
+@pytest.mark.data("books")
 def test_full_attention_pg19_book_perplexity(tmp_path, smollm):
     """Full attention on the first PG19 test book at 1024 tokens: a sane perplexity, 1023 scored tokens."""
     del smollm  # only loads (and caches) the embedded model; run_sweep loads it by name

@@ -110,7 +110,7 @@ def _scores(folder: Path, tmp_path: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "books").is_dir(), reason=f"no local books in {SHARED_DATA}")
+@pytest.mark.data("books", "babilong")
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
 def test_a_shipped_checkpoint_evaluates_by_itself_and_beats_its_untrained_method(folder, tmp_path, smollm):
     del smollm  # loads (and caches) the embedded model once; run_sweep loads it by name

@@ -115,7 +115,8 @@ def test_the_task_scores_a_memory_method_and_refuses_one_without_before_storing(
     from reports.render import write_report
 
     markdown = write_report(tmp_path / "s.sqlite", tmp_path / "r").markdown.read_text()
-    cost = next(line for line in markdown.splitlines() if line.startswith("| autoencode | uio"))
+    line = next(line for line in markdown.splitlines() if line.startswith("| autoencode | uio"))
+    cost = [cell.strip() for cell in line.split("|")]
     assert "0 µs" not in cost and "0 B" not in cost  # no prefill time or state where there was none
     assert "tradeoff_autoencode_memory.png" in markdown and "tradeoff_autoencode_prefill.png" not in markdown
     assert METHODS.get("uio").Config(segment=32, memory_tokens=4).segment == 32

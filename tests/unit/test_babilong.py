@@ -158,7 +158,7 @@ def test_evaluate_scores_the_official_way_and_aggregate_averages_tasks(data):
     assert out["chance_qa1"] == pytest.approx(200 / 3) and out["chance"] == pytest.approx((200 / 3 + 100) / 2)
 
 
-@pytest.mark.skipif(not (SHARED / "babilong").is_dir(), reason="the shared data folder (babilong/) is absent")
+@pytest.mark.data("babilong")
 def test_shared_babi_test_files_give_bAbI_counts_and_the_published_subset():
     folder = build.babi_folder(str(SHARED))
     for name in build.TASKS:

@@ -17,9 +17,17 @@ from tasks.base import TASKS
 ROOT = Path(__file__).parents[2]
 EXAMPLES = sorted(ROOT.joinpath("examples").glob("*.yaml"))
 BENCHMARKS = sorted(ROOT.joinpath("benchmarks").glob("*.yaml"))
+# The tasks that check their shared data folders while a sweep validates (the others look at run time).
+VALIDATED_DATA = {"babilong": ("babilong", "books"), "autoencode": ("books",)}
 
 
-@pytest.mark.parametrize("path", EXAMPLES + BENCHMARKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def _sweep(path: Path):
+    tasks = {task["name"] for task in yaml.safe_load(path.read_text(encoding="utf-8"))["tasks"]}
+    folders = sorted({folder for task in tasks & VALIDATED_DATA.keys() for folder in VALIDATED_DATA[task]})
+    return pytest.param(path, marks=pytest.mark.data(*folders), id=f"{path.parent.name}/{path.name}")
+
+
+@pytest.mark.parametrize("path", [_sweep(path) for path in EXAMPLES + BENCHMARKS])
 def test_sweeps_validate(path, tmp_path, monkeypatch):
     """Every sweep file validates, run from the repository root (its paths are relative to it).
 

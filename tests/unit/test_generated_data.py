@@ -20,7 +20,6 @@ from tasks.base import TASKS
 from tasks.generated import GENERATORS, write_jsonl
 
 BOOKS = Path(__file__).parents[2].parent / "shared" / "data" / "books"  # as test_training_data finds them
-needs_books = pytest.mark.skipif(not BOOKS.is_dir(), reason="the shared data folder (books/) is absent")
 
 
 def _book(number: int) -> str:
@@ -232,7 +231,7 @@ def test_babi_refuses_a_pg19_test_book_by_name(tokenizer, books, tmp_path, capsy
     assert capsys.readouterr().err == f"lch: skipping 1 PG19 test books in {folder} (evaluation data)\n"
 
 
-@needs_books
+@pytest.mark.data("books")
 def test_babi_refuses_a_pg19_test_book_by_content(tokenizer, books, tmp_path):
     renamed = tmp_path / "only" / "notes.txt"
     renamed.parent.mkdir()

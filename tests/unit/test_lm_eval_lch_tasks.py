@@ -60,7 +60,7 @@ def test_passkey_through_lm_eval_answers_as_lch_does(tiny_llama, tiny_dir):
         assert sample["accuracy"] == score.score
 
 
-@pytest.mark.skipif(not (SHARED / "babilong").is_dir(), reason="the shared data folder (babilong/) is absent")
+@pytest.mark.data("babilong")
 def test_babilong_through_lm_eval_asks_and_scores_as_lch_does(tiny_llama, tiny_dir):
     from lm_eval.evaluator import evaluate
 
@@ -82,6 +82,7 @@ def test_babilong_through_lm_eval_asks_and_scores_as_lch_does(tiny_llama, tiny_d
         assert sample["accuracy"] == score.score
 
 
+@pytest.mark.data("longbench")
 def test_longbench_documents_are_lch_prompts_scored_with_the_official_metric(tiny_llama, tiny_dir):
     from tasks.longbench.metrics import score_prediction
     from tasks.longbench.task import LongBench
@@ -101,6 +102,7 @@ def test_longbench_documents_are_lch_prompts_scored_with_the_official_metric(tin
     )
 
 
+@pytest.mark.data("books")
 def test_pg19_documents_are_the_lch_perplexity_books(tiny_llama, tiny_dir):
     from tasks.perplexity import Perplexity
 

@@ -138,14 +138,11 @@ def test_a_hub_name_loads_its_split_and_a_failure_is_one_line(tmp_path, monkeypa
     assert asked == [("someone/books", "validation"), ("someone/absent", "train")]
 
 
-needs_books = pytest.mark.skipif(not BOOKS.is_dir(), reason="the shared data folder (books/) is absent")
-
-
 def book(book_id: str) -> Path:
     return next(BOOKS.glob(f"{book_id}_*.txt"))
 
 
-@needs_books
+@pytest.mark.data("books")
 def test_a_test_book_in_a_jsonl_is_found_by_content_and_skipped(tmp_path, capsys):
     body = read_book(book("10146"))  # the Gutenberg header and footer stripped, as PG19 has it
     rewrapped = textwrap.fill(" ".join(body.split()), width=61)  # other line breaks, as in PG19's own text
@@ -159,7 +156,7 @@ def test_a_test_book_in_a_jsonl_is_found_by_content_and_skipped(tmp_path, capsys
         load_texts(str(only))
 
 
-@needs_books
+@pytest.mark.data("books")
 def test_a_renamed_test_book_file_is_found_by_content(tmp_path):
     folder = tmp_path / "books"
     folder.mkdir()
@@ -168,7 +165,7 @@ def test_a_renamed_test_book_file_is_found_by_content(tmp_path):
     assert [Path(text.name).name for text in load_texts(str(folder))] == ["mine.txt"]
 
 
-@needs_books
+@pytest.mark.data("books")
 def test_every_test_book_and_half_of_one_are_found_and_no_other_book_is():
     for path in sorted(BOOKS.glob("*.txt")):
         book_id = path.name.split("_")[0]
@@ -177,7 +174,7 @@ def test_every_test_book_and_half_of_one_are_found_and_no_other_book_is():
     assert pg19_test_book(half[len(half) // 2 :]) == "22424"
 
 
-@needs_books
+@pytest.mark.data("books")
 def test_committed_fingerprints_are_those_of_the_shared_books(tmp_path):
     write_fingerprints([str(BOOKS), "--out", str(tmp_path / "fingerprints.json")])
     assert json.loads((tmp_path / "fingerprints.json").read_text()) == json.loads(FINGERPRINTS.read_text())
