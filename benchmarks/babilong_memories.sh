@@ -7,8 +7,9 @@
 # documents up to 256 tokens (1-2 segments: qa1 and short qa2), 384 and 512 (all three, up to 4); 3,000 steps.
 # BABILong's first stage is one segment; UIO trains on at least two (the second reads the first's memory).
 #   uio  UIO, LoRA r16/a64, lr 1e-3 (cosine; control 3's first 3,000 steps, benchmarks/passkey_controls.sh)
-#   rmt  RMT, LoRA on q, v (the shippable form), lr 3e-3 (at 1e-3 RMT's LoRA carried nothing on a passkey in
-#        1,200 steps, and a key on benchmarks/key_in_memory.py's tiny task only at 3e-3)
+#   rmt  RMT, LoRA on q, v (the shippable form), lr RMT_LR (default 1e-3) into out/babilong-memories/rmt-lr<RMT_LR>:
+#        the first run, at 3e-3 (the rate at which RMT's LoRA learned benchmarks/key_in_memory.py's tiny task),
+#        learned only the answer's form, and the ceiling below diverged at 3e-3 where it learns qa1 at 1e-3
 #   ceiling  the same LoRA with no memory and every record in one segment of 1,024 (plain fine-tuning), the
 #        longest stage only, 600 steps at lr 1e-3: can the decoder learn the task with every fact in view?
 #   eval benchmarks/babilong_memories.yaml: babilong qa1-qa3 (plain prompt) beside the no-memory control
@@ -33,8 +34,9 @@ case ${1:?uio, rmt, ceiling or eval} in
     out=out/babilong-memories/uio
     lch train uio "${records[@]}" --seed 0 --lora-rank 16 --lora-alpha 64 --lr 1e-3 --out "$out" $(resume "$out") ;;
   rmt)
-    out=out/babilong-memories/rmt
-    lch train rmt "${records[@]}" --seed 0 --lr 3e-3 --out "$out" $(resume "$out") ;;
+    lr=${RMT_LR:-1e-3}
+    out=out/babilong-memories/rmt-lr$lr
+    lch train rmt "${records[@]}" --seed 0 --lr "$lr" --out "$out" $(resume "$out") ;;
   ceiling)
     out=out/babilong-memories/ceiling
     lch train rmt "${answers[@]}" --segment 1024 --memory-tokens 0 --stages 512:600 --seed 0 --lr 1e-3 \
