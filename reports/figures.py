@@ -152,14 +152,14 @@ def babilong_lengths(table: pd.DataFrame, colours: dict) -> Figure:
         ax.set_xticks(range(len(lengths)), [axes.tokens(n) for n in lengths])
         ax.set(title=name, ylim=(-3, 103), xlabel="input length (tokens)")
     panels[0].set_ylabel("accuracy (%)")
-    _method_legend(panels[-1], table["method"], colours)
+    _method_legend(fig, panels, table["method"], colours)
     return fig
 
 
-def _method_legend(ax, methods, colours: dict) -> None:
-    """One legend entry per method drawn, in palette order."""
-    ordered = sorted(set(methods), key=list(colours).index)
-    ax.legend(handles=[_handle(colours[m], m) for m in ordered], fontsize="small")
+def _method_legend(fig: Figure, panels: list, methods, colours: dict) -> None:
+    """One legend entry per method drawn, in palette order, below the panels (inside one it hides lines)."""
+    handles = [_handle(colours[m], m) for m in sorted(set(methods), key=list(colours).index)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=_columns(handles, panels), fontsize="small")
 
 
 def roofline_lengths(table: pd.DataFrame, colours: dict) -> Figure:
@@ -175,7 +175,7 @@ def roofline_lengths(table: pd.DataFrame, colours: dict) -> Figure:
         axes.length_axis(ax, mine["length"])
         ax.set(title=task, ylim=(0, max(105.0, float(mine["prefill_share"].max()) + 5)), xlabel="input length (tokens)")
     panels[0].set_ylabel("prefill, % of matmul peak")
-    _method_legend(panels[-1], table["method"], colours)
+    _method_legend(fig, panels, table["method"], colours)
     return fig
 
 

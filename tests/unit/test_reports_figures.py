@@ -63,6 +63,7 @@ def test_human_labels():
         "512", "1K", "1.5K", "4K", "32K", "100K", "128K", "1M"
     ]  # fmt: skip
     assert [human_bytes(n) for n in (512, 64 * 2**20, 1.5 * 2**30)] == ["512 B", "64 MiB", "1.5 GiB"]
+    assert [human_bytes(n) for n in (1010 * 2**20, 1000)] == ["1010 MiB", "1000 B"]  # not 1.01e+03 MiB
     assert [seconds(x) for x in (5e-5, 0.02, 1.5)] == ["50 µs", "20 ms", "1.5 s"]
     # Few ticks over a wide range, at least two over a narrow one (then the range widens to them).
     wide = nice_log_ticks([4096, 120 * 2**20], "bytes")
