@@ -31,6 +31,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def shared_data() -> Path:
+    """The shared data folder beside the checkout; a test reading it carries `@pytest.mark.data(folder, ...)`."""
+    return SHARED_DATA
+
+
+@pytest.fixture
 def one_thread():
     """torch on one thread for the test: the summation order of a reference run (a Ray worker's, whose
     OMP_NUM_THREADS is its 1 CPU), or of a training whose trajectory a second thread's rounding would change."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -13,13 +12,11 @@ from harness.sweep import SweepSpec
 from tasks.longbench.build import render_prompt
 from tasks.longbench.metrics import score_prediction
 
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
-
 
 @pytest.mark.slow
 @pytest.mark.data("longbench")
-def test_trec_one_record_through_the_runner(smollm, tmp_path, monkeypatch):
-    first = (DATA / "longbench" / "trec.jsonl").read_text(encoding="utf-8").splitlines()[0]
+def test_trec_one_record_through_the_runner(smollm, tmp_path, monkeypatch, shared_data):
+    first = (shared_data / "longbench" / "trec.jsonl").read_text(encoding="utf-8").splitlines()[0]
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "trec.jsonl").write_text(first + "\n", encoding="utf-8")
     monkeypatch.setattr(runner, "load_model", lambda *args, **kwargs: smollm)  # reuse the session's model

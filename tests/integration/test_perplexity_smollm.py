@@ -3,19 +3,16 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from pathlib import Path
 
 import pytest
 
 from harness.runner import run_sweep
 from harness.sweep import SweepSpec
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 @pytest.mark.slow
 @pytest.mark.data("books")
-def test_full_attention_pg19_book_perplexity(tmp_path, smollm):
+def test_full_attention_pg19_book_perplexity(tmp_path, smollm, shared_data):
     """Full attention on the first PG19 test book at 1024 tokens: a sane perplexity, 1023 scored tokens."""
     del smollm  # only loads (and caches) the embedded model; run_sweep loads it by name
     store = tmp_path / "pp.sqlite"
@@ -24,7 +21,7 @@ def test_full_attention_pg19_book_perplexity(tmp_path, smollm):
         samples=1,
         output=str(store),
         methods=[{"name": "full"}],
-        tasks=[{"name": "perplexity", "options": {"data_dir": str(SHARED_DATA)}, "lengths": [1024]}],
+        tasks=[{"name": "perplexity", "options": {"data_dir": str(shared_data)}, "lengths": [1024]}],
     )
     (outcome,) = run_sweep(spec, progress=False)
     assert outcome.status == "done", outcome.error

@@ -25,7 +25,6 @@ from methods.base import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p for p in (ROOT / "checkpoints").iterdir() if p.is_dir())
-SHARED_DATA = ROOT.parent / "shared" / "data"
 LIMIT_BYTES = 10 * 2**20
 
 
@@ -66,15 +65,14 @@ class Judge(NamedTuple):
     metric: str
     better: int  # +1: higher is better
     samples: int
+    data: tuple[str, ...] = ()  # the shared data folders the task reads (its data_dir is set to the shared one)
 
 
-BABI = {"tasks": ["qa1", "qa2", "qa3"], "prompt": "plain", "data_dir": str(SHARED_DATA)}
+BABI = {"tasks": ["qa1", "qa2", "qa3"], "prompt": "plain"}
 JUDGED = {
-    "books": Judge(
-        {"name": "perplexity", "options": {"data_dir": str(SHARED_DATA)}, "lengths": [2048]}, "perplexity", -1, 1
-    ),
+    "books": Judge({"name": "perplexity", "lengths": [2048]}, "perplexity", -1, 1, ("books",)),
     "passkey": Judge({"name": "passkey", "options": {"depths": [0.0]}, "lengths": [250]}, "accuracy", 1, 6),
-    "babilong": Judge({"name": "babilong", "options": BABI, "lengths": [0]}, "accuracy", 1, 10),
+    "babilong": Judge({"name": "babilong", "options": BABI, "lengths": [0]}, "accuracy", 1, 10, ("babilong", "books")),
 }
 
 
@@ -85,12 +83,14 @@ def _judged_on(folder: Path) -> str:
     return "babilong" if "babi" in Path(spec["data"]).name else "passkey"
 
 
-def _scores(folder: Path, tmp_path: Path) -> dict[str, float]:
+def _scores(folder: Path, tmp_path: Path, shared_data: Path) -> dict[str, float]:
     """The checkpoint's and its untrained method's (same options) score on what it is judged on (`JUDGED`)."""
     name = json.loads((folder / SPEC_FILE).read_text())["method"]
     trained = with_checkpoint_options(METHODS.get(name), {"checkpoint": str(folder)}, "test")
     untrained = {key: value for key, value in trained.items() if key != "checkpoint"}
-    task, metric, _, samples = JUDGED[_judged_on(folder)]
+    task, metric, _, samples, data = JUDGED[_judged_on(folder)]
+    if data:
+        task = {**task, "options": {**task.get("options", {}), "data_dir": str(shared_data)}}
     store = tmp_path / "s.sqlite"
     spec = SweepSpec(
         model="smollm2-135m",
@@ -110,10 +110,11 @@ def _scores(folder: Path, tmp_path: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.data("books", "babilong")
-@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
-def test_a_shipped_checkpoint_evaluates_by_itself_and_beats_its_untrained_method(folder, tmp_path, smollm):
+@pytest.mark.parametrize(
+    "folder", [pytest.param(p, marks=pytest.mark.data(*JUDGED[_judged_on(p)].data), id=p.name) for p in SHIPPED]
+)
+def test_a_shipped_checkpoint_evaluates_by_itself_and_beats_its_untrained_method(folder, tmp_path, smollm, shared_data):
     del smollm  # loads (and caches) the embedded model once; run_sweep loads it by name
-    scores = _scores(folder, tmp_path)
+    scores = _scores(folder, tmp_path, shared_data)
     better = JUDGED[_judged_on(folder)].better
     assert better * scores["trained"] > better * scores["untrained"], scores

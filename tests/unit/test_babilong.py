@@ -15,7 +15,6 @@ from tasks.babilong.task import Babilong, BabilongConfig
 from tasks.base import Score
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "babilong" / "official.json").read_text())
-SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 # Two stories of bAbI's test-file shape: numbers restart at 1, a question line carries its answer and support.
 QA1 = """1 Mary moved to the bathroom.
 2 John went to the hallway.
@@ -159,8 +158,8 @@ def test_evaluate_scores_the_official_way_and_aggregate_averages_tasks(data):
 
 
 @pytest.mark.data("babilong")
-def test_shared_babi_test_files_give_bAbI_counts_and_the_published_subset():
-    folder = build.babi_folder(str(SHARED))
+def test_shared_babi_test_files_give_bAbI_counts_and_the_published_subset(shared_data):
+    folder = build.babi_folder(str(shared_data))
     for name in build.TASKS:
         every, subset = build.samples(name, folder, "all"), build.samples(name, folder, "test_100")
         assert len(every) == 1000 and len(subset) == 100

@@ -19,8 +19,6 @@ from tasks.babilong.build import render
 from tasks.base import TASKS
 from tasks.generated import GENERATORS, write_jsonl
 
-BOOKS = Path(__file__).parents[2].parent / "shared" / "data" / "books"  # as test_training_data finds them
-
 
 def _book(number: int) -> str:
     """A synthetic book of short numbered sentences (no PG19 text, no bAbI)."""
@@ -232,14 +230,14 @@ def test_babi_refuses_a_pg19_test_book_by_name(tokenizer, books, tmp_path, capsy
 
 
 @pytest.mark.data("books")
-def test_babi_refuses_a_pg19_test_book_by_content(tokenizer, books, tmp_path):
+def test_babi_refuses_a_pg19_test_book_by_content(tokenizer, books, tmp_path, shared_data):
     renamed = tmp_path / "only" / "notes.txt"
     renamed.parent.mkdir()
-    shutil.copy(next(BOOKS.glob("10321_*.txt")), renamed)
+    shutil.copy(next((shared_data / "books").glob("10321_*.txt")), renamed)
     with pytest.raises(UserError, match="holds only PG19 test books"):
         generator("babi", tokenizer, noise=str(renamed.parent))
     with pytest.raises(UserError, match="holds only PG19 test books"):
-        generator("babi", tokenizer, noise=str(next(BOOKS.glob("10146_*.txt"))))
+        generator("babi", tokenizer, noise=str(next((shared_data / "books").glob("10146_*.txt"))))
 
 
 @pytest.mark.parametrize(

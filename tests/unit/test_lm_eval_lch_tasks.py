@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,8 +11,6 @@ from harness.lm_eval import TASKS_DIR  # noqa: E402
 from harness.lm_eval.adapter import LchLM  # noqa: E402
 from methods.base import METHODS  # noqa: E402
 from tasks.longbench.build import DATASETS, MAX_NEW_TOKENS  # noqa: E402
-
-SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 
 
 def load(names, metadata):
@@ -61,12 +57,12 @@ def test_passkey_through_lm_eval_answers_as_lch_does(tiny_llama, tiny_dir):
 
 
 @pytest.mark.data("babilong")
-def test_babilong_through_lm_eval_asks_and_scores_as_lch_does(tiny_llama, tiny_dir):
+def test_babilong_through_lm_eval_asks_and_scores_as_lch_does(tiny_llama, tiny_dir, shared_data):
     from lm_eval.evaluator import evaluate
 
     from tasks.babilong.task import Babilong
 
-    options = {"tasks": ["qa1", "qa5"], "data_dir": str(SHARED)}
+    options = {"tasks": ["qa1", "qa5"], "data_dir": str(shared_data)}
     tasks = load(["lch_babilong"], {"tokenizer": tiny_dir, "max_seq_lengths": [0, 1200], "samples": 1, **options})
     out = evaluate(LchLM.wrap(full(tiny_llama)), tasks, log_samples=True, bootstrap_iters=0)
     samples = out["samples"]["lch_babilong"]

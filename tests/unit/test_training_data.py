@@ -19,7 +19,6 @@ from tasks.data import PG19_TEST_IDS, read_book
 from tasks.pg19_fingerprints import FINGERPRINTS, pg19_test_book
 from tasks.pg19_fingerprints import main as write_fingerprints
 
-BOOKS = Path(__file__).parents[2].parent / "shared" / "data" / "books"  # as tests/integration find the shared data
 # Two different texts, so that a swap of order or content shows in the losses; CRLF and edge spaces as a file may have.
 A = "It was a bright cold day in April, and the clocks were striking thirteen.\r\n" * 40 + "  "
 B = "The sky above the port was the color of television, tuned to a dead channel. " * 40
@@ -138,12 +137,14 @@ def test_a_hub_name_loads_its_split_and_a_failure_is_one_line(tmp_path, monkeypa
     assert asked == [("someone/books", "validation"), ("someone/absent", "train")]
 
 
-def book(book_id: str) -> Path:
-    return next(BOOKS.glob(f"{book_id}_*.txt"))
+@pytest.fixture
+def book(shared_data):
+    """The shared Gutenberg release of a book, by its id."""
+    return lambda book_id: next((shared_data / "books").glob(f"{book_id}_*.txt"))
 
 
 @pytest.mark.data("books")
-def test_a_test_book_in_a_jsonl_is_found_by_content_and_skipped(tmp_path, capsys):
+def test_a_test_book_in_a_jsonl_is_found_by_content_and_skipped(tmp_path, capsys, book):
     body = read_book(book("10146"))  # the Gutenberg header and footer stripped, as PG19 has it
     rewrapped = textwrap.fill(" ".join(body.split()), width=61)  # other line breaks, as in PG19's own text
     ordinary = read_book(book("1342"))[:200_000]
@@ -157,7 +158,7 @@ def test_a_test_book_in_a_jsonl_is_found_by_content_and_skipped(tmp_path, capsys
 
 
 @pytest.mark.data("books")
-def test_a_renamed_test_book_file_is_found_by_content(tmp_path):
+def test_a_renamed_test_book_file_is_found_by_content(tmp_path, book):
     folder = tmp_path / "books"
     folder.mkdir()
     (folder / "notes.txt").write_bytes(book("10321").read_bytes())  # the Gutenberg release, under another name
@@ -166,8 +167,8 @@ def test_a_renamed_test_book_file_is_found_by_content(tmp_path):
 
 
 @pytest.mark.data("books")
-def test_every_test_book_and_half_of_one_are_found_and_no_other_book_is():
-    for path in sorted(BOOKS.glob("*.txt")):
+def test_every_test_book_and_half_of_one_are_found_and_no_other_book_is(shared_data, book):
+    for path in sorted((shared_data / "books").glob("*.txt")):
         book_id = path.name.split("_")[0]
         assert pg19_test_book(read_book(path)) == (book_id if book_id in PG19_TEST_IDS else None), path.name
     half = read_book(book("22424"))
@@ -175,8 +176,8 @@ def test_every_test_book_and_half_of_one_are_found_and_no_other_book_is():
 
 
 @pytest.mark.data("books")
-def test_committed_fingerprints_are_those_of_the_shared_books(tmp_path):
-    write_fingerprints([str(BOOKS), "--out", str(tmp_path / "fingerprints.json")])
+def test_committed_fingerprints_are_those_of_the_shared_books(tmp_path, shared_data):
+    write_fingerprints([str(shared_data / "books"), "--out", str(tmp_path / "fingerprints.json")])
     assert json.loads((tmp_path / "fingerprints.json").read_text()) == json.loads(FINGERPRINTS.read_text())
 
 
