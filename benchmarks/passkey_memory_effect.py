@@ -20,7 +20,7 @@ import statistics
 import torch
 
 from harness.checkpoints import with_checkpoint_options
-from harness.cli import _options  # lch's own K=V reader (YAML scalars, a,b lists), as `lch eval --method-opt`
+from harness.cli_values import options as cli_options  # lch's K=V reader, as `lch eval --method-opt`
 from harness.core.validation import validate
 from harness.models import load_model
 from methods.base import METHODS
@@ -49,7 +49,7 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     cls = METHODS.get(args.method)
     where = f"method '{args.method}'"
-    options = with_checkpoint_options(cls, _options(args.method_opt, "--method-opt"), where)
+    options = with_checkpoint_options(cls, cli_options(args.method_opt, "--method-opt"), where)
     method = cls(model, tokenizer, validate(cls.Config, options, where))
     prompts = PasskeyPrompt(tokenizer, [], ids(tokenizer, " " + ANSWER_PREFIX), args.length)
     print(f"{args.method} {' '.join(args.method_opt)}: NLL(answer | other key) - NLL(answer | its key), nats")

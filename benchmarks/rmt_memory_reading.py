@@ -22,7 +22,7 @@ import statistics
 import torch
 
 from harness.checkpoints import with_checkpoint_options
-from harness.cli import _options
+from harness.cli_values import options as cli_options  # lch's K=V reader, as `lch eval --method-opt`
 from harness.core.validation import validate
 from harness.models import load_model
 from methods.attention import bottom_right_mask, repeat_kv, rotate
@@ -69,7 +69,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     model, tokenizer = load_model("smollm2-135m")
-    options = with_checkpoint_options(RMT, _options(args.method_opt, "--method-opt"), "method 'rmt'")
+    options = with_checkpoint_options(RMT, cli_options(args.method_opt, "--method-opt"), "method 'rmt'")
     rmt = RMT(model, tokenizer, validate(RMT.Config, options, "method 'rmt'"))
     backbone, segment, m = rmt.backbone, rmt.config.segment, rmt.config.memory_tokens
     prompt = PasskeyPrompt(tokenizer, [], ids_of(tokenizer, " " + ANSWER_PREFIX), 4 * segment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,14 @@ def _sweep(path: Path):
     tasks = {task["name"] for task in yaml.safe_load(path.read_text(encoding="utf-8"))["tasks"]}
     folders = sorted({folder for task in tasks & VALIDATED_DATA.keys() for folder in VALIDATED_DATA[task]})
     return pytest.param(path, marks=pytest.mark.data(*folders), id=f"{path.parent.name}/{path.name}")
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.joinpath("benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_benchmark_scripts_import(path, monkeypatch):
+    """Every benchmark script imports (its work waits for `__main__`): a renamed lch name breaks it here first."""
+    monkeypatch.syspath_prepend(str(path.parent))  # the scripts import their siblings, as when run from there
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 @pytest.mark.parametrize("path", [_sweep(path) for path in EXAMPLES + BENCHMARKS])
