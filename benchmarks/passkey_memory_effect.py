@@ -19,9 +19,8 @@ import statistics
 
 import torch
 
-from harness.checkpoints import with_checkpoint_options
+from harness.checkpoints import method_config
 from harness.cli_values import options as cli_options  # lch's K=V reader, as `lch eval --method-opt`
-from harness.core.validation import validate
 from harness.models import load_model
 from methods.base import METHODS
 from tasks.passkey import ANSWER_PREFIX, PasskeyPrompt
@@ -49,8 +48,7 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     cls = METHODS.get(args.method)
     where = f"method '{args.method}'"
-    options = with_checkpoint_options(cls, cli_options(args.method_opt, "--method-opt"), where)
-    method = cls(model, tokenizer, validate(cls.Config, options, where))
+    method = cls(model, tokenizer, method_config(cls, cli_options(args.method_opt, "--method-opt"), where))
     prompts = PasskeyPrompt(tokenizer, [], ids(tokenizer, " " + ANSWER_PREFIX), args.length)
     print(f"{args.method} {' '.join(args.method_opt)}: NLL(answer | other key) - NLL(answer | its key), nats")
     for depth in [float(d) for d in args.depths.split(",")]:

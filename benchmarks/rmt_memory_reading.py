@@ -21,9 +21,8 @@ import statistics
 
 import torch
 
-from harness.checkpoints import with_checkpoint_options
+from harness.checkpoints import method_config
 from harness.cli_values import options as cli_options  # lch's K=V reader, as `lch eval --method-opt`
-from harness.core.validation import validate
 from harness.models import load_model
 from methods.attention import bottom_right_mask, repeat_kv, rotate
 from methods.baselines.rmt import RMT, memory_cell
@@ -69,8 +68,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     model, tokenizer = load_model("smollm2-135m")
-    options = with_checkpoint_options(RMT, cli_options(args.method_opt, "--method-opt"), "method 'rmt'")
-    rmt = RMT(model, tokenizer, validate(RMT.Config, options, "method 'rmt'"))
+    rmt = RMT(model, tokenizer, method_config(RMT, cli_options(args.method_opt, "--method-opt"), "method 'rmt'"))
     backbone, segment, m = rmt.backbone, rmt.config.segment, rmt.config.memory_tokens
     prompt = PasskeyPrompt(tokenizer, [], ids_of(tokenizer, " " + ANSWER_PREFIX), 4 * segment)
     shares, first, base_shares, base_first, scales = [], [], [], [], []

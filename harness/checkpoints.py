@@ -55,6 +55,11 @@ def with_checkpoint_options(cls, options: dict[str, Any], where: str) -> dict[st
     return merged
 
 
+def method_config(cls, options: dict[str, Any], where: str):
+    """`cls.Config` validated from the options given, completed with what each named checkpoint was trained with."""
+    return validate(cls.Config, with_checkpoint_options(cls, options, where), where)
+
+
 def training_budget(directory: str) -> dict[str, Any]:
     """What a checkpoint was trained on, comparable across methods: data, documents' lengths, steps, tokens.
 

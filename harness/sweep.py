@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
 )
 
-from harness.checkpoints import training_budget, with_checkpoint_options
+from harness.checkpoints import method_config, training_budget
 from harness.core.errors import UserError
 from harness.core.validation import validate
 from harness.models import DEFAULT_MODEL
@@ -236,7 +236,7 @@ def expand(spec: SweepSpec, check_device: bool = True) -> list[Cell]:
                             f"Valid: {others}")  # fmt: skip
         cls = METHODS.get(method.name)
         where = f"method '{label}'" if label == method.name else f"method '{label}' ({method.name})"
-        config = validate(cls.Config, with_checkpoint_options(cls, method.options, where), where)
+        config = method_config(cls, method.options, where)
         checkpoints = {
             name: {"sha256": checkpoint_sha256(directory), "budget": training_budget(directory)}
             for name in config.checkpoint_fields

@@ -35,9 +35,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
 
-from harness.checkpoints import with_checkpoint_options
+from harness.checkpoints import method_config
 from harness.core.errors import UserError
-from harness.core.validation import validate
 from harness.models import DEFAULT_MODEL, load_model
 from methods.base import METHODS, InputTooLong, LongContextModel
 
@@ -79,7 +78,7 @@ class LchLM(TemplateLM):
         try:
             cls = METHODS.get(method)
             where = f"method '{method}'"
-            config = validate(cls.Config, with_checkpoint_options(cls, method_options, where), where)
+            config = method_config(cls, method_options, where)
             model_obj, tokenizer_obj = load_model(model, dtype, "auto" if device is None else _lch_device(device))
             self._init(cls(model_obj, tokenizer_obj, config))
         except UserError as error:
