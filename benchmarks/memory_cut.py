@@ -1,7 +1,7 @@
 """Does RMT's trained memory carry BABILong's facts? Each sample asked twice: whole, and with the memory cut.
 
-Cut: only the prompt's last segment is read, as a new document, so it sees the initial memory a first segment
-sees instead of the memory written over the segments before it. The same weights decode the same last
+Cut: the same checkpoint with `read_memory: false`, so the prompt's last segment reads the initial memory a first
+segment reads instead of the memory written over the segments before it. The same weights decode the same last
 segment both ways: a sample whose answer changes changed because of the memory. A prompt of one segment is
 the same both ways; the table counts the samples of two or more apart.
 
@@ -12,31 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from harness.checkpoints import with_checkpoint_options
+from harness.checkpoints import method_config
 from harness.cli_values import options as cli_options  # lch's K=V reader, as `lch eval --method-opt`
 from harness.core.validation import validate
 from harness.models import load_model
 from methods.base import METHODS
 from tasks.base import TASKS
-
-
-class MemoryCut:
-    """The method reading only the last segment of a prompt (a new document), decoding as it would."""
-
-    def __init__(self, method) -> None:
-        self.method = method
-
-    def prefill(self, input_ids: torch.Tensor) -> None:
-        """Read the last segment only, from the initial memory."""
-        segment = self.method.config.segment
-        self.method.reset()
-        self.method.prefill(input_ids[(input_ids.numel() - 1) // segment * segment :])
-
-    def decode(self, max_new_tokens: int, stop_ids: list[int]) -> list[int]:
-        """Decode as the method does."""
-        return self.method.decode(max_new_tokens, stop_ids)
 
 
 def main() -> None:
@@ -52,12 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = load_model(args.model)
     cls = METHODS.get("rmt")
-    options = with_checkpoint_options(cls, cli_options(args.method_opt, "--method-opt"), "method 'rmt'")
-    method = cls(model, tokenizer, validate(cls.Config, options, "method 'rmt'"))
+    options = cli_options(args.method_opt, "--method-opt")
+    method = cls(model, tokenizer, method_config(cls, options, "method 'rmt'"))
+    cut = cls(model, tokenizer, method_config(cls, options | {"read_memory": False}, "method 'rmt'"))
     task_cls = TASKS.get("babilong")
     task_options = {"tasks": args.tasks.split(","), "prompt": args.prompt, "data_dir": args.data_dir}
     task = task_cls(validate(task_cls.Config, task_options, "task 'babilong'"), tokenizer)
-    cut = MemoryCut(method)
     print(f"rmt {' '.join(args.method_opt)}: babilong ({args.prompt} prompt), accuracy % whole / memory cut")
     print("| length | task | whole | cut | samples of 2+ segments | answers the cut changes |")
     print("|---|---|---|---|---|---|")
@@ -65,6 +46,7 @@ def main() -> None:
         rows: dict[str, list] = {}
         for instance in task.instances(length, args.samples, seed=0):
             method.reset()
+            cut.reset()
             whole = task.evaluate(method, instance)
             cut_score = task.evaluate(cut, instance)
             several = len(instance.input_ids) > method.config.segment

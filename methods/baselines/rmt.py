@@ -39,6 +39,10 @@ write slots, as the decoding context, as the official `RecurrentWrapper.generate
 number of segments keeps its last full segment as that context, as there); `decode()` continues over a KV
 cache of `[memory ; last segment ; generated]`, whose positions grow past m + S as the official
 `generate` lets them. Each `score()` or `prefill()` call is one document, starting from the learned memory.
+
+`read_memory: false` is the trained memory's own control: every segment reads the initial memory instead of
+the one written before it, so a checkpoint scores with the same weights and the same local context and no
+information carried across segments (each segment as a new document).
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class RMTConfig(MethodConfig):
       run trains the tied matrix on both sides; here only the input side trains).
     * `checkpoint`: a directory written by `RMT.save`; without it the memory is its seeded initial draw
       (randn x the std of the input embedding) and LoRA is at zero: an untrained RMT.
+    * `read_memory` (lch's, default true): false cuts the memory between segments, each reading the initial
+      memory (the memory-cut control of a checkpoint; no official counterpart).
 
     Deviations: LoRA dropout 0 (official 0.1) and no dropout in the backbone (GPT-2's 0.1 in the official
     training), so training is deterministic and its loss is the scored negative log-likelihood, as for UIO
@@ -102,6 +108,7 @@ class RMTConfig(MethodConfig):
     lora_rank: int = Field(8, ge=1)
     lora_alpha: int = Field(32, ge=1)
     checkpoint: str | None = None
+    read_memory: bool = True
     checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
     checkpoint_options: ClassVar[tuple[str, ...]] = ("segment", "memory_tokens", "trainable", "lora_rank", "lora_alpha")
 
@@ -235,7 +242,7 @@ class RMT(LongContextModel):
 
     def beyond_trained_memory(self, length: int) -> bool:
         """A `length`-token input has more segments (memory passes) than the checkpoint's training documents."""
-        if self.trained_segments is None or not self.config.memory_tokens:
+        if self.trained_segments is None or not self.config.memory_tokens or not self.config.read_memory:
             return False
         return math.ceil(length / self.config.segment) > self.trained_segments
 
@@ -250,16 +257,19 @@ class RMT(LongContextModel):
     def _run(self, input_ids: torch.Tensor, greedy: bool, scored: bool, memory: torch.Tensor | None = None):
         """Every segment but the last through the memory cell, then the last as the decoding context.
 
-        `memory`: what the first segment reads (default: the initial memory of a new document).
+        `memory`: what the first segment reads (default: the initial memory of a new document). Without
+        `read_memory`, every segment reads the initial memory and an unscored segment before the last is skipped.
         """
-        memory = self.memory.detach() if memory is None else memory
+        initial = self.memory.detach()
+        memory = initial if memory is None else memory
         self.reset()
-        backbone, segment = self.backbone, self.config.segment
+        backbone, segment, read = self.backbone, self.config.segment, self.config.read_memory
         ids = input_ids.to(backbone.device)
         starts = list(range(0, ids.numel(), segment))
         out = []
-        for start in starts[:-1]:
-            hidden, memory = memory_cell(backbone, memory, backbone.embed(ids[start : start + segment]))
+        for start in starts[:-1] if read or scored else ():
+            hidden, written = memory_cell(backbone, memory, backbone.embed(ids[start : start + segment]), write=read)
+            memory = written if read else initial
             if scored:
                 out.append(backbone.token_logprobs(hidden, ids[start + 1 : start + segment + 1], greedy))
         last = ids[starts[-1] :]
@@ -323,13 +333,15 @@ class RMT(LongContextModel):
         token_loss = token_loss or TokenLoss.every_token(ids)
         embeds = backbone.embed(ids[None])[0] if embeds is None else embeds
         starts = range(0, ids.numel(), segment)
-        memory = self.memory
+        memory, read = self.memory, self.config.read_memory
         for t, start in enumerate(starts):
-            write = t < len(starts) - 1
-            hidden, memory = memory_cell(backbone, memory, embeds[start : start + segment], write)
+            write = read and t < len(starts) - 1
+            hidden, written = memory_cell(backbone, memory, embeds[start : start + segment], write)
+            memory = written if write else self.memory
             predicted = min(segment, ids.numel() - start - 1)  # the last token predicts nothing
-            cut = write and not keeps_graph(t, len(starts), self.train_config)
-            if cut:
+            # without read_memory no later segment's graph joins this one's: free it at once, as at a cut
+            cut = t < len(starts) - 1 and not (read and keeps_graph(t, len(starts), self.train_config))
+            if cut and read:
                 memory = memory.detach()
             yield token_loss.stretch(backbone, hidden[:predicted], start + 1), cut
 

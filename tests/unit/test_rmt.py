@@ -124,6 +124,34 @@ def test_without_memory_segments_are_full_attention_over_disjoint_windows(tiny_l
     assert method.trainable_parameters() and all("lora" in name for name in method.named_trainable())
 
 
+def test_with_the_memory_cut_every_segment_scores_as_a_new_document(tiny_llama):
+    torch.manual_seed(0)  # LoRA A's initial draw, the same for both
+    whole = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL)))
+    torch.manual_seed(0)
+    cut = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL, read_memory=False)))
+    ids = _ids(29)  # 4 segments, the last of 5 tokens
+    alone = torch.cat([whole.score(ids[start : start + 9]) for start in range(0, 29, 8)])
+    torch.testing.assert_close(cut.score(ids), alone, atol=1e-5, rtol=0)
+    assert (whole.score(ids) - alone).abs().max() > 1e-4  # the memory does change the whole document's scores
+    cut.reset()
+    whole.reset()
+    cut.prefill(ids)
+    whole.prefill(ids[24:])
+    assert cut.decode(5, stop_ids=[]) == whole.decode(5, stop_ids=[])
+    assert not cut.beyond_trained_memory(10_000)
+
+
+def test_with_the_memory_cut_each_loss_reaches_its_own_segment_and_the_initial_memory(tiny_llama):
+    method = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL, read_memory=False)))
+    ids = _ids(37)
+    assert _reach(method, _ids(40)) == ({u: {u} for u in range(5)}, set(range(5)))
+    parameters = method.trainable_parameters()
+    expected = torch.autograd.grad(sum(loss for loss, _ in method.segment_losses(ids)) / 36, parameters)
+    gradients = method.document_gradients(ids, "bptt", window=1)  # backpropagated segment by segment
+    for name, want in zip(method.named_trainable(), expected, strict=True):
+        torch.testing.assert_close(gradients[name], want, rtol=1e-5, atol=1e-7)
+
+
 def test_a_document_after_another_scores_as_in_a_fresh_method(tiny_llama):
     torch.manual_seed(0)  # LoRA A's initial draw
     method = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL)))
