@@ -38,8 +38,10 @@ def tokens(n: float) -> str:
 
 
 def human_bytes(n: float) -> str:
-    """`512 B`, `64 KiB`, `1.5 GiB`, `1010 MiB` (binary prefixes, three significant digits; 1,000-1,023 of a
-    unit stay whole numbers, where `.3g` would write `1.01e+03`)."""
+    """`512 B`, `64 KiB`, `1.5 GiB`, `1010 MiB`: binary prefixes, three significant digits.
+
+    1,000-1,023 of a unit stay whole numbers, where `.3g` would write `1.01e+03`.
+    """
     for power, suffix in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
         if abs(n) >= 1024**power:
             return _three_digits(n / 1024**power) + f" {suffix}"

@@ -229,7 +229,8 @@ def effective_lengths(frame: pd.DataFrame, threshold: float = RULER_THRESHOLD) -
 
     The effective length is the longest length up to which the average stays above `threshold`; the other,
     the longest up to which it stays at or above half the average at the method's shortest length. Both need
-    every shorter measured length to pass too; missing where the shortest already fails.
+    every shorter measured length to pass too; missing where the shortest already fails, and the second
+    where the shortest scores 0 (every length would keep half of nothing).
     """
     rows = []
     for method, group in frame.groupby("method"):
@@ -237,7 +238,7 @@ def effective_lengths(frame: pd.DataFrame, threshold: float = RULER_THRESHOLD) -
         half = group["average"].iloc[0] / 2
         rows.append(
             {"method": method, "threshold": threshold, "effective": _longest(group, group["average"] > threshold),
-             "half_of_shortest": _longest(group, group["average"] >= half), "shortest_average": 2 * half}
+             "half_of_shortest": _longest(group, (group["average"] >= half) & (half > 0)), "shortest_average": 2 * half}
         )  # fmt: skip
     return pd.DataFrame(rows)
 

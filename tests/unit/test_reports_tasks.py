@@ -249,14 +249,15 @@ def test_babilong_table_section_and_figure(babilong_store, tmp_path):
 
 @pytest.fixture
 def ruler_store(tmp_path):
-    """Two RULER tasks through lm-eval at 3 lengths; `good` falls under 85.6 at 16K, `weak` never reaches it."""
+    """Two RULER tasks through lm-eval at 3 lengths; `good` falls under 85.6 at 16K, `weak` never reaches it, `blank`
+    scores 0 everywhere."""
     path = tmp_path / "ruler.sqlite"
     store = Store(path)
     store.start_run("run1", "test", PROVENANCE, {})
-    averages = {"good": (0.90, 0.88, 0.60), "weak": (0.50, 0.30, 0.20)}
+    averages = {"good": (0.90, 0.88, 0.60), "weak": (0.50, 0.30, 0.20), "blank": (0.0, 0.0, 0.0)}
     for method, values in averages.items():
         for length, average in zip((4096, 8192, 16384), values, strict=True):
-            for task, shift in (("niah_single_1", 0.05), ("ruler_vt", -0.05)):
+            for task, shift in (("niah_single_1", 0.05 * bool(average)), ("ruler_vt", -0.05 * bool(average))):
                 cell_id = f"{method}-{task}-{length}"
                 _cell(store, cell_id, method, "lm-eval", "score", length, {"tasks": [task]})
                 store.add_sample(cell_id, 0, {"instance_id": "d0", "score": average + shift, "metrics": {},
@@ -276,6 +277,7 @@ def test_ruler_average_and_effective_lengths(ruler_store, tmp_path):
     markdown = write_report(ruler_store, tmp_path / "out").markdown.read_text()
     assert "## RULER" in markdown and "| good | 90.0 (2) | 88.0 (2) | 60.0 (2) |" in markdown
     assert "| weak | none | 8,192 | 50.0 |" in markdown
+    assert "| blank | none | none | 0.00 |" in markdown  # half of nothing is no length at all
 
 
 def test_ruler_tasks_are_lm_evals_ruler_group_and_examples_ruler_runs_each():
