@@ -240,6 +240,11 @@ class RMT(LongContextModel):
         """
         return self.config.checkpoint is None and self.config.memory_tokens > 0
 
+    @property
+    def variant(self) -> str | None:
+        """The memory cut is lch's control, not RMT: results carry it in the label."""
+        return None if self.config.read_memory else "memory cut"
+
     def beyond_trained_memory(self, length: int) -> bool:
         """A `length`-token input has more segments (memory passes) than the checkpoint's training documents."""
         if self.trained_segments is None or not self.config.memory_tokens or not self.config.read_memory:
@@ -331,12 +336,14 @@ class RMT(LongContextModel):
         backbone, segment = self.backbone, self.config.segment
         ids = input_ids.to(backbone.device)
         token_loss = token_loss or TokenLoss.every_token(ids)
-        embeds = backbone.embed(ids[None])[0] if embeds is None else embeds
         starts = range(0, ids.numel(), segment)
         memory, read = self.memory, self.config.read_memory
         for t, start in enumerate(starts):
             write = read and t < len(starts) - 1
-            hidden, written = memory_cell(backbone, memory, embeds[start : start + segment], write)
+            # embedded per segment: with an own embedding (`trainable: full`) one lookup for the document would be
+            # a graph node every segment shares, freed by the first backward at a cut
+            piece = backbone.embed(ids[start : start + segment]) if embeds is None else embeds[start : start + segment]
+            hidden, written = memory_cell(backbone, memory, piece, write)
             memory = written if write else self.memory
             predicted = min(segment, ids.numel() - start - 1)  # the last token predicts nothing
             # without read_memory no later segment's graph joins this one's: free it at once, as at a cut

@@ -139,6 +139,20 @@ def test_with_the_memory_cut_every_segment_scores_as_a_new_document(tiny_llama):
     whole.prefill(ids[24:])
     assert cut.decode(5, stop_ids=[]) == whole.decode(5, stop_ids=[])
     assert not cut.beyond_trained_memory(10_000)
+    assert cut.variant == "memory cut" and whole.variant is None  # reports label the control as such
+
+
+@pytest.mark.parametrize("read_memory", [True, False])
+def test_a_whole_decoder_trains_through_cuts_without_sharing_a_freed_graph(read_memory, tiny_llama):
+    method = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL, trainable="full", read_memory=read_memory)))
+    ids = _ids(37)  # 5 segments: truncated k2=2 cuts after segments 1, 2 and 3 (without read_memory, after each)
+    method.train_config = RMTTrainConfig(strategy="truncated", k2=2)
+    parameters = method.trainable_parameters()
+    expected = torch.autograd.grad(sum(loss for loss, _ in method.segment_losses(ids)) / 36, parameters)
+    gradients = method.document_gradients(ids, "truncated", window=2)
+    for name, want in zip(method.named_trainable(), expected, strict=True):
+        torch.testing.assert_close(gradients[name], want, rtol=1e-5, atol=1e-7)
+    assert gradients["parts.embed_tokens.weight"].abs().sum() > 0
 
 
 def test_with_the_memory_cut_each_loss_reaches_its_own_segment_and_the_initial_memory(tiny_llama):
