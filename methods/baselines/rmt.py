@@ -109,6 +109,7 @@ class RMTConfig(MethodConfig):
     lora_alpha: int = Field(32, ge=1)
     checkpoint: str | None = None
     read_memory: bool = True
+    later_options: ClassVar[tuple[str, ...]] = ("read_memory",)  # stores written before it resume
     checkpoint_fields: ClassVar[tuple[str, ...]] = ("checkpoint",)
     checkpoint_options: ClassVar[tuple[str, ...]] = ("segment", "memory_tokens", "trainable", "lora_rank", "lora_alpha")
 

@@ -56,6 +56,20 @@ def test_sweeps_validate(path, tmp_path, monkeypatch):
     assert expand(load_sweep(stubbed))
 
 
+@pytest.mark.data("babilong", "books")
+def test_the_committed_comparison_holds_every_cell_of_its_sweep(monkeypatch):
+    """`lch run examples/compare.yaml` on a fresh clone finds every cell done: an option added to a method
+    without `later_options` would change the cell ids and silently rerun hours of cells."""
+    import sqlite3
+
+    monkeypatch.chdir(ROOT)
+    spec = load_sweep("examples/compare.yaml")
+    with sqlite3.connect(spec.output) as store:
+        status = dict(store.execute("SELECT cell_id, status FROM cells"))
+    missing = [f"{c.label} {c.task}@{c.length}" for c in expand(spec) if status.get(c.cell_id) != "done"]
+    assert not missing
+
+
 def test_the_demo_runs_from_a_fresh_clone_on_the_embedded_model(monkeypatch):
     """The README's first command: quick.yaml needs nothing but what ships (its checkpoints included)."""
     monkeypatch.chdir(ROOT)
