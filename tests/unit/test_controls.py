@@ -146,12 +146,14 @@ def test_a_uio_memory_trained_on_the_answer_carries_a_key_no_segment_holds(memor
     """The passkey control in small: UIO trained with the answer-only loss finds a digit only its memory holds;
     the same training without memory (`memory: False`, its control) cannot beat chance (0.10 by construction).
     Training from a random decoder is chaotic: other seeds reach 0.88-1.0 at 400 steps, and a second thread's
-    summation order (another trajectory) 0.7, so the run is pinned to one thread (also 10x faster here)."""
+    summation order (another trajectory) 0.7, so the run is pinned to one thread (also 10x faster here); the
+    CPU's own kernels move it too (seed 0 at 300 steps: 1.0 on one machine, 0.80 on an AMD EPYC, seed 1 0.76),
+    so the bound is what every trajectory seen clears, seven times chance."""
     torch.manual_seed(0)
     uio = UIO(*sharp_llama, UIOConfig(segment=4, memory_tokens=2, lora_rank=8, lora_alpha=32, memory=memory))
     key_in_memory.train(uio, steps, lr=1e-2)
     accuracy = key_in_memory.accuracy(uio, key_in_memory.held_out())
-    assert accuracy >= 0.9 if memory else accuracy <= 0.2  # chance: 0.10 expected, 0.04-0.12 seen over seeds
+    assert accuracy >= 0.7 if memory else accuracy <= 0.2  # chance: 0.10 expected, 0.04-0.12 seen over seeds
 
 
 def test_an_rmt_memory_with_its_whole_decoder_trained_carries_the_key(sharp_llama, one_thread):
