@@ -60,12 +60,13 @@ def test_sweeps_validate(path, tmp_path, monkeypatch):
 def test_the_committed_comparison_holds_every_cell_of_its_sweep(monkeypatch):
     """`lch run examples/compare.yaml` on a fresh clone finds every cell done: an option added to a method
     without `later_options` would change the cell ids and silently rerun hours of cells."""
-    import sqlite3
+    from harness.store import open_existing
 
     monkeypatch.chdir(ROOT)
     spec = load_sweep("examples/compare.yaml")
-    with sqlite3.connect(spec.output) as store:
-        status = dict(store.execute("SELECT cell_id, status FROM cells"))
+    store = open_existing(spec.output)
+    status = dict(store.execute("SELECT cell_id, status FROM cells"))
+    store.close()
     missing = [f"{c.label} {c.task}@{c.length}" for c in expand(spec) if status.get(c.cell_id) != "done"]
     assert not missing
 

@@ -45,6 +45,19 @@ def _reach(method: RMT, ids: torch.Tensor) -> tuple[dict[int, set[int]], set[int
     return reach, memory
 
 
+def _assert_backward_is_autograd_of_the_whole_loss(method: RMT, ids: torch.Tensor, strategy: str, k2: int):
+    """`document_gradients` (backpropagated at each cut) equals autograd of the summed segment losses; returns it."""
+    method.train_config = RMTTrainConfig(strategy=strategy, k2=k2)
+    named = method.named_trainable()
+    expected = torch.autograd.grad(
+        sum(loss for loss, _ in method.segment_losses(ids)) / (ids.numel() - 1), [*named.values()]
+    )
+    gradients = method.document_gradients(ids, strategy, window=k2)
+    for name, want in zip(named, expected, strict=True):
+        torch.testing.assert_close(gradients[name], want, rtol=1e-5, atol=1e-7)
+    return gradients
+
+
 FULL = {u: set(range(u + 1)) for u in range(5)}
 # 5 segments; the memory written by segment t keeps its graph iff t == 0 or t + k2 > 5 (the fixed manage_gradients)
 REACH = [
@@ -69,14 +82,7 @@ def test_a_segment_loss_reaches_exactly_the_segments_the_official_truncation_kee
 def test_backpropagating_at_each_cut_gives_the_gradient_of_the_whole_loss(tiny_llama):
     method = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL)))
     ids = _ids(37)  # 5 segments, the last of 5 tokens
-    method.train_config = RMTTrainConfig(strategy="truncated", k2=3)
-    parameters = method.trainable_parameters()
-    total = sum(loss for loss, _ in method.segment_losses(ids)) / 36
-    expected = torch.autograd.grad(total, parameters)
-    gradients = method.document_gradients(ids, "truncated", window=3)
-    for parameter, want in zip(parameters, expected, strict=True):
-        name = next(k for k, p in method.named_trainable().items() if p is parameter)
-        torch.testing.assert_close(gradients[name], want, rtol=1e-5, atol=1e-7)
+    gradients = _assert_backward_is_autograd_of_the_whole_loss(method, ids, "truncated", 3)
     full = method.document_gradients(ids, "bptt", window=1)
     assert (full["memory"] - gradients["memory"]).abs().max() > 1e-6
 
@@ -146,12 +152,7 @@ def test_with_the_memory_cut_every_segment_scores_as_a_new_document(tiny_llama):
 def test_a_whole_decoder_trains_through_cuts_without_sharing_a_freed_graph(read_memory, tiny_llama):
     method = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL, trainable="full", read_memory=read_memory)))
     ids = _ids(37)  # 5 segments: truncated k2=2 cuts after segments 1, 2 and 3 (without read_memory, after each)
-    method.train_config = RMTTrainConfig(strategy="truncated", k2=2)
-    parameters = method.trainable_parameters()
-    expected = torch.autograd.grad(sum(loss for loss, _ in method.segment_losses(ids)) / 36, parameters)
-    gradients = method.document_gradients(ids, "truncated", window=2)
-    for name, want in zip(method.named_trainable(), expected, strict=True):
-        torch.testing.assert_close(gradients[name], want, rtol=1e-5, atol=1e-7)
+    gradients = _assert_backward_is_autograd_of_the_whole_loss(method, ids, "truncated", 2)
     assert gradients["parts.embed_tokens.weight"].abs().sum() > 0
 
 
@@ -159,11 +160,7 @@ def test_with_the_memory_cut_each_loss_reaches_its_own_segment_and_the_initial_m
     method = _perturb(RMT(*tiny_llama, RMTConfig(**SMALL, read_memory=False)))
     ids = _ids(37)
     assert _reach(method, _ids(40)) == ({u: {u} for u in range(5)}, set(range(5)))
-    parameters = method.trainable_parameters()
-    expected = torch.autograd.grad(sum(loss for loss, _ in method.segment_losses(ids)) / 36, parameters)
-    gradients = method.document_gradients(ids, "bptt", window=1)  # backpropagated segment by segment
-    for name, want in zip(method.named_trainable(), expected, strict=True):
-        torch.testing.assert_close(gradients[name], want, rtol=1e-5, atol=1e-7)
+    _assert_backward_is_autograd_of_the_whole_loss(method, ids, "bptt", 1)  # backpropagated segment by segment
 
 
 def test_a_document_after_another_scores_as_in_a_fresh_method(tiny_llama):
