@@ -60,13 +60,14 @@ def test_sweeps_validate(path, tmp_path, monkeypatch):
 def test_the_committed_comparison_holds_every_cell_of_its_sweep(monkeypatch):
     """`lch run examples/compare.yaml` on a fresh clone finds every cell done: an option added to a method
     without `later_options` would change the cell ids and silently rerun hours of cells."""
+    from contextlib import closing
+
     from harness.store import open_existing
 
     monkeypatch.chdir(ROOT)
     spec = load_sweep("examples/compare.yaml")
-    store = open_existing(spec.output)
-    status = dict(store.execute("SELECT cell_id, status FROM cells"))
-    store.close()
+    with closing(open_existing(spec.output)) as store:  # closed even when the query fails
+        status = dict(store.execute("SELECT cell_id, status FROM cells"))
     missing = [f"{c.label} {c.task}@{c.length}" for c in expand(spec) if status.get(c.cell_id) != "done"]
     assert not missing
 
