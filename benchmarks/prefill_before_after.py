@@ -1,8 +1,10 @@
 """Prefill seconds of a method with and without a speed-up, alternating in one process on the same book tokens.
 
 The speed-ups that can be switched off in place: `--change mlp-rows` (the decoder's feed-forward in row blocks
-of `methods.backbone.MLP_ROWS`, before: whole chunks). Each pair runs `--repeats` times, before then after,
-with the model FLOPs counted and the run's matmul peak beside them; run it on an idle machine.
+of `methods.backbone.MLP_ROWS`, before: whole chunks) and `--change split-prefix` (a chunk's causal attention
+on CPU as its earlier keys plus its own, `methods.attention.SPLIT_ON_CPU`, before: masked query blocks). Each
+pair runs `--repeats` times, before then after, with the model FLOPs counted and the run's matmul peak beside
+them; run it on an idle machine.
     python benchmarks/prefill_before_after.py --method infllm --lengths 8192,32768 --repeats 2
 """
 
@@ -13,6 +15,7 @@ import time
 
 import torch
 
+import methods.attention
 import methods.backbone
 from harness.hardware import matmul_peak
 from harness.models import load_model
@@ -20,7 +23,10 @@ from methods import flops
 from methods.base import METHODS
 from methods.baselines.infllm import InfLLMConfig
 
-CHANGES = {"mlp-rows": (methods.backbone, "MLP_ROWS", 1 << 30)}  # name: (module, constant, its value before)
+CHANGES = {  # name: (module, constant, its value before)
+    "mlp-rows": (methods.backbone, "MLP_ROWS", 1 << 30),
+    "split-prefix": (methods.attention, "SPLIT_ON_CPU", False),
+}
 
 
 def timed_prefill(method, ids: torch.Tensor) -> tuple[float, float]:

@@ -65,6 +65,14 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seen_dim: int | None
 # Query blocks of this size, each over the keys it can see, bound the waste to S * QUERY_BLOCK / 2.
 QUERY_BLOCK = 256
 
+# On CPU, SDPA's flash kernel also returns each row's log-sum-exp, so a chunk's attention splits exactly into
+# the earlier keys (no mask) and its own keys (causal, half skipped), merged by those sums: no mask to read
+# and no masked pair computed, 1.25x faster than the masked blocks for a 2,048-token chunk over 8K-32K keys.
+# The log-sum-exp has no gradient, so training keeps the masked blocks. `prefill_before_after.py` switches
+# SPLIT_ON_CPU off to measure the gain.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+SPLIT_ON_CPU = True
+
 
 @functools.lru_cache(maxsize=32)
 def bottom_right_mask(t: int, s: int, device: torch.device) -> torch.Tensor:
@@ -91,6 +99,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         return sdpa(q, k, v, is_causal=True, scale=scale)
     if t == 1:
         return sdpa(q, k, v, scale=scale)
+    if _splits(q, k, v):
+        return _earlier_then_own(q, k, v, scale)
     out = []
     for start in range(0, t, QUERY_BLOCK):
         stop = min(t, start + QUERY_BLOCK)
@@ -98,3 +108,31 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         mask = bottom_right_mask(stop - start, seen, q.device)
         out.append(sdpa(q[:, :, start:stop], k[:, :, :seen], v[:, :, :seen], attn_mask=mask, scale=scale))
     return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+
+def _splits(*tensors: torch.Tensor) -> bool:
+    """Whether `causal_attention` can take the exact split: CPU, the flash kernel present, no gradient wanted."""
+    wants_grad = torch.is_grad_enabled() and any(x.requires_grad for x in tensors)
+    return SPLIT_ON_CPU and _CPU_FLASH is not None and tensors[0].device.type == "cpu" and not wants_grad
+
+
+def _earlier_then_own(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """`causal_attention` of `T < S` queries split at their own keys, merged exactly.
+
+    The attention over the `S - T` earlier keys (unmasked) and over the chunk's own `T` keys (causal) are
+    weighted by each part's log-sum-exp: the same softmax over all keys.
+    """
+    b, h, t, d = q.shape
+    kv_heads, early = k.shape[1], k.shape[2] - t
+    flops.sdpa_call(q, k[:, :, :early])
+    flops.sdpa_call(q, k[:, :, early:], is_causal=True)
+    # The query heads that share a KV head, stacked along T, read the earlier keys in one call without copies.
+    before, before_lse = _CPU_FLASH(q.reshape(b, kv_heads, -1, d), k[:, :, :early], v[:, :, :early], scale=scale)
+    n_rep = h // kv_heads
+    own, own_lse = _CPU_FLASH(
+        q, repeat_kv(k[:, :, early:], n_rep), repeat_kv(v[:, :, early:], n_rep), is_causal=True, scale=scale
+    )
+    before_lse = before_lse.reshape(b, h, t)
+    total = torch.logaddexp(before_lse, own_lse)
+    merged = before.reshape(b, h, t, d) * (before_lse - total).exp_()[..., None]
+    return merged.addcmul_(own, (own_lse - total).exp_()[..., None]).to(q.dtype)
