@@ -15,7 +15,8 @@
 #   rmt2 RMT with LoRA on q, v (shippable) at lr 3e-3, the same curriculum stretched to 3,000 steps (UIO's first
 #        run), checkpoints kept at 1,200 and 2,000: on the tiny task of benchmarks/key_in_memory.py RMT's LoRA carries
 #        the key in 700-1,000 steps at lr 3e-3 and not at 1e-3 (the rate of passkey_curriculum.sh's 1,200-step run,
-#        which carried nothing), so the question is whether that run failed for its rate and budget.
+#        which carried nothing), so the question is whether that run failed for its rate and budget. (It
+#        diverged at the warm-up's end and collapsed to one constant key per checkpoint: benchmarks/README.md.)
 #   eval benchmarks/passkey_controls_more.yaml (250 tokens) and _8.yaml (500): passkey, 24 samples per depth.
 # The two trainings use one thread each and can run side by side on 2 cores.
 #   bash benchmarks/passkey_controls_more.sh uio & bash benchmarks/passkey_controls_more.sh rmt; wait
