@@ -25,13 +25,12 @@ def flash_calls(monkeypatch):
     """Counts calls of the CPU flash kernel the split path uses."""
     if attention._CPU_FLASH is None:
         pytest.skip("this torch has no CPU flash kernel")
-    calls = []
+    calls, kernel = [], attention._CPU_FLASH
 
     def counted(*args, **kwargs):
         calls.append(args[0].shape)
-        return attention._CPU_FLASH.__wrapped__(*args, **kwargs)
+        return kernel(*args, **kwargs)
 
-    counted.__wrapped__ = attention._CPU_FLASH
     monkeypatch.setattr(attention, "_CPU_FLASH", counted)
     return calls
 
