@@ -4,9 +4,10 @@
 # distillation from the base model reading the whole document (distill), checkpoints kept at 25 and 100
 # steps and the run's end (STEPS, default 400); benchmarks/books_budget.yaml then scores each at 16K on the
 # two PG19 test books beside the no-memory control and StreamingLLM 4 + 508, and the report's "Score vs
-# training budget" section draws perplexity against steps per run. A UIO lm step at 4K took 25.6 s on 2 idle
-# cores (2026-12-07, the first 25 steps), so 400 steps are about 3 h a run: each run checkpoints every 25
-# steps and resumes exactly, across sessions. One run at a time (2 threads):
+# training budget" section draws perplexity against steps per run. A UIO lm step at 4K took 25.6-36.8 s on 2
+# idle cores (two machines), a distill step 62.9 s (the teacher 19.6 of it): 400 steps are 3-7 h a run. Each
+# run checkpoints every 25 steps and resumes exactly, across sessions: stop it after a kept checkpoint rather
+# than lowering STEPS, which would change the cosine schedule. One run at a time (2 threads):
 #   bash benchmarks/books_budget.sh uio lm; bash benchmarks/books_budget.sh uio distill
 #   bash benchmarks/books_budget.sh rmt lm; bash benchmarks/books_budget.sh rmt distill
 #   bash benchmarks/books_budget.sh eval
