@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from methods.attention import repeat_kv
 from methods.base import METHODS
 
 # (name, options) pairs: every registered method with its defaults, plus configs that exercise eviction.
@@ -29,3 +30,10 @@ STATEFUL = [
                 "exc_block_size": 32}),
     ("rmt", {"segment": 32, "memory_tokens": 2}),
 ]  # fmt: skip
+
+
+def naive_attention(q, k, v, mask, scale):
+    """Softmax attention of `[B, H, T, d]` queries over GQA keys, `mask` `[T, S]` (True: seen), all materialised."""
+    n_rep = q.shape[1] // k.shape[1]
+    scores = (q @ repeat_kv(k, n_rep).transpose(-1, -2)) * scale
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ repeat_kv(v, n_rep)

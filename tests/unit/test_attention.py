@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from cases import naive_attention
 
 from methods import attention, flops
 
 
 def naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Float64 softmax over every key, the keys after each query's own position masked (bottom-right aligned)."""
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = attention.repeat_kv(k, n_rep).double(), attention.repeat_kv(v, n_rep).double()
     t, s = q.shape[2], k.shape[2]
-    logits = (q.double() @ k.transpose(-1, -2)) * scale
     seen = torch.ones(t, s, dtype=torch.bool).tril(s - t)
-    return torch.softmax(logits.masked_fill(~seen, -math.inf), dim=-1) @ v
+    return naive_attention(q.double(), k.double(), v.double(), seen, scale)
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import naive_attention
 
 from harness.core.errors import UserError
 from harness.models import load_model
-from methods.attention import repeat_kv, rotate
+from methods.attention import rotate
 from methods.backbone import Backbone
 from methods.base import METHODS, InputTooLong
 from methods.uio.config import UIOConfig
@@ -23,12 +24,6 @@ from methods.uio.kernels import (
 from methods.uio.memory import encode, transfer
 
 SMALL = dict(segment=16, memory_tokens=4, lora_rank=4, lora_alpha=16, encode_batch=3)
-
-
-def naive_attention(q, k, v, mask, scale):
-    n_rep = q.shape[1] // k.shape[1]
-    scores = (q @ repeat_kv(k, n_rep).transpose(-1, -2)) * scale
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ repeat_kv(v, n_rep)
 
 
 def qkv(t, s, seed=0, batch=2):
